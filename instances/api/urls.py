@@ -1,0 +1,3 @@
+"""API routes for instances."""
+
+urlpatterns: list = []

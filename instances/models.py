@@ -1,0 +1,183 @@
+"""Instances, their audit trail and the webhook outbox. The database is the source of truth."""
+
+import secrets
+
+from django.db import models
+from django.utils import timezone
+
+from .status import Desired, Status
+
+
+def new_instance_id() -> str:
+    return "inst_" + secrets.token_hex(8)
+
+
+def new_operation_id(kind: str) -> str:
+    return f"op_{kind}_{secrets.token_hex(6)}"
+
+
+class Instance(models.Model):
+    """A GPU instance managed by the gateway (our id, upstream id, desired and actual state)."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_instance_id, editable=False)
+    name = models.CharField(max_length=100, unique=True)
+    novita_instance_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
+
+    # What was asked for, and what it resolved to upstream.
+    product_name = models.CharField(max_length=200)
+    product_id = models.CharField(max_length=100, blank=True, default="")
+    template_id = models.CharField(max_length=200)
+    gpu_num = models.PositiveSmallIntegerField(default=1)
+    rootfs_size = models.PositiveIntegerField(default=60)
+    region = models.CharField(max_length=32, default="CN-HK-01")
+    cluster_id = models.CharField(max_length=100, blank=True, default="")
+    cluster_name = models.CharField(max_length=200, blank=True, default="")
+    image_url = models.CharField(max_length=500, blank=True, default="")
+    billing_mode = models.CharField(max_length=20, blank=True, default="")
+    # Upstream price in 1/100000 USD per hour for the whole instance (for spend estimates).
+    price_per_hour = models.BigIntegerField(null=True, blank=True)
+
+    # State: what we want, what we show, what upstream last said.
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.CREATING)
+    desired_status = models.CharField(
+        max_length=20, choices=Desired.choices, default=Desired.RUNNING
+    )
+    upstream_status = models.CharField(max_length=40, blank=True, default="")
+    spot_status = models.CharField(max_length=20, blank=True, default="")
+    failure_reason = models.TextField(blank=True, default="")
+    last_change_source = models.CharField(max_length=20, blank=True, default="api")
+
+    port_mappings = models.JSONField(default=list, blank=True)
+    connection_details = models.JSONField(default=dict, blank=True)
+
+    webhook_url = models.URLField(max_length=2000, blank=True, default="")
+    health_check_config = models.JSONField(default=dict, blank=True)
+    target_port = models.PositiveIntegerField(null=True, blank=True)
+
+    # Auto-stop: per-instance overrides; auto_stop_at is the stored deadline the sweep indexes.
+    auto_stop_enabled = models.BooleanField(default=True)
+    auto_stop_minutes = models.PositiveIntegerField(null=True, blank=True)
+    auto_stop_at = models.DateTimeField(null=True, blank=True)
+    auto_stop_warned_at = models.DateTimeField(null=True, blank=True)
+
+    # Monitoring: the sweep claims rows whose next_poll_at has passed.
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    poll_interval = models.FloatField(default=2.0)
+    readiness_deadline = models.DateTimeField(null=True, blank=True)
+    operation_id = models.CharField(max_length=40, blank=True, default="")
+    # Re-drives of upstream toward desired state (reconciler), bounded.
+    drive_attempts = models.PositiveSmallIntegerField(default=0)
+    create_attempts = models.PositiveSmallIntegerField(default=0)
+
+    # Migration of reclaimed spot instances.
+    migration_job_id = models.CharField(max_length=100, blank=True, default="")
+    migration_started_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["next_poll_at"], name="inst_next_poll_idx"),
+            models.Index(fields=["status", "auto_stop_at"], name="inst_autostop_idx"),
+            models.Index(fields=["status"], name="inst_status_idx"),
+            models.Index(fields=["region"], name="inst_region_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.id})"
+
+
+class InstanceEvent(models.Model):
+    """One entry of an instance's audit trail: a transition or decision, who made it and why."""
+
+    class Source(models.TextChoices):
+        API = "api"
+        MONITOR = "monitor"
+        AUTO_STOP = "auto-stop"
+        RECONCILE = "reconcile"
+        MIGRATION = "migration"
+        ADMIN = "admin"
+        WORKER = "worker"
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    from_status = models.CharField(max_length=20, blank=True, default="")
+    to_status = models.CharField(max_length=20, blank=True, default="")
+    desired_status = models.CharField(max_length=20, blank=True, default="")
+    source = models.CharField(max_length=20, choices=Source.choices)
+    reason = models.TextField(blank=True, default="")
+    request_id = models.CharField(max_length=140, blank=True, default="")
+    actor = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["instance", "-created_at"], name="event_instance_idx")]
+
+    def __str__(self):
+        return f"{self.instance_id}: {self.from_status}->{self.to_status} ({self.source})"
+
+
+class WebhookDelivery(models.Model):
+    """Outbox row: written with the status change, delivered after commit, every attempt kept."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    instance = models.ForeignKey(
+        Instance, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    url = models.URLField(max_length=2000)
+    event = models.CharField(max_length=40, default="status_change")
+    # The exact bytes signed and sent, so retries send the same body and signature.
+    body = models.TextField()
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    attempt_log = models.JSONField(default=list, blank=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_due_idx")]
+
+    def __str__(self):
+        return f"{self.event} -> {self.url} ({self.state})"
+
+
+class SweepRun(models.Model):
+    """One run of a scheduled sweep (auto-stop, reconcile, migration) and what it did."""
+
+    class Kind(models.TextChoices):
+        AUTO_STOP = "auto-stop"
+        RECONCILE = "reconcile"
+        MIGRATION = "migration"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    duration_ms = models.FloatField(default=0)
+    dry_run = models.BooleanField(default=False)
+    examined = models.PositiveIntegerField(default=0)
+    acted = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)
+    # e.g. the instance ids stopped and the reason for each.
+    summary = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["kind", "-started_at"], name="sweep_kind_idx")]
+
+    def __str__(self):
+        return f"{self.kind} at {self.started_at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,716 @@
+"""The one module that talks to Novita's GPU-instance API.
+
+Everything else in the gateway calls these methods and sees only the dataclasses in schemas.py and
+the exceptions in errors.py. HTTP concerns live here, once: auth headers, (connect, read) timeouts,
+error mapping and sanitising, retries of idempotent reads, the circuit breaker, and one metrics
+hook per HTTP attempt.
+
+Retries: only GETs are retried. A POST that failed in flight may still have happened upstream
+(a create that timed out can leave a paid instance behind), so the caller decides what to do.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pybreaker
+import requests
+
+from .errors import (
+    NovitaCircuitOpenError,
+    NovitaError,
+    NovitaNotConfiguredError,
+    NovitaNotFoundError,
+    NovitaPermanentError,
+    NovitaRateLimitedError,
+    NovitaTimeoutError,
+    NovitaTransientError,
+)
+from .schemas import (
+    Cluster,
+    Job,
+    MigrationResult,
+    Page,
+    Product,
+    Template,
+    UpstreamInstance,
+    any_id,
+    as_dict,
+    as_int,
+)
+
+logger = logging.getLogger(__name__)
+
+OnCall = Callable[[str, float, str], None]
+
+DEFAULT_BASE_URL = "https://api.novita.ai/gpu-instance/openapi"
+# Upstream reports "not found" on GPU resources as HTTP 400 with one of these reasons.
+NOT_FOUND_REASONS = frozenset({"RESOURCE_NOT_FOUND", "TEMPLATE_NOT_FOUND"})
+MAX_ERROR_TEXT = 300
+# A safety net against an upstream that ignores pageNum and never returns an empty page.
+MAX_PAGES = 1000
+
+_SECRET_FIELD_RE = re.compile(
+    r"(?i)(\b(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|authorization)"
+    r"[\"']?\s*[:=]\s*[\"']?)(?:bearer\s+)?[^\s\"',;&}]+"
+)
+_BEARER_RE = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+_URL_CREDENTIALS_RE = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@")
+_REASON_RE = re.compile(r"[^A-Za-z0-9_.-]")
+_WHITESPACE_RE = re.compile(r"\s+")
+
+
+def _snake_to_camel(name: str) -> str:
+    if "_" not in name:
+        return name
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _items(data: Any, *keys: str) -> list:
+    """The list inside a response body: upstream wraps lists under varying keys."""
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        for key in keys:
+            value = data.get(key)
+            if isinstance(value, list):
+                return value
+    return []
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _noop() -> None:
+    return None
+
+
+class NovitaClient:
+    """A thread-safe client for one Novita account. Build it once per process (get_client())."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        internal_base_url: str = "",
+        internal_api_key: str = "",
+        connect_timeout: float = 3.05,
+        read_timeout: float = 10.0,
+        read_retries: int = 2,
+        retry_base_delay: float = 0.25,
+        retry_max_delay: float = 2.0,
+        max_retry_after: float = 5.0,
+        failure_threshold: int = 5,
+        reset_timeout: float = 60,
+        redis_url: str = "",
+        on_call: OnCall | None = None,
+        session: requests.Session | None = None,
+    ):
+        base = (base_url or "").strip().rstrip("/")
+        # Accept a base given with or without the version segment.
+        if base.endswith("/v1"):
+            base = base[: -len("/v1")]
+        self.base_url = base
+        self._v1 = base + "/v1" if base else ""
+        self._api_key = api_key or ""
+
+        internal_base = (internal_base_url or "").strip().rstrip("/")
+        # The console backend is used for jobs only when a deployment configures both halves.
+        if internal_base and internal_api_key:
+            self._jobs_url = internal_base + "/api/v1/jobs"
+            self._jobs_headers: dict[str, str] | None = {
+                "Authorization": f"Bearer {internal_api_key}"
+            }
+        else:
+            self._jobs_url = self._v1 + "/jobs"
+            self._jobs_headers = None
+        self._secrets = tuple(s for s in (self._api_key, internal_api_key or "") if len(s) >= 4)
+
+        self.timeout = (float(connect_timeout), float(read_timeout))
+        self.read_retries = max(0, int(read_retries))
+        self.retry_base_delay = retry_base_delay
+        self.retry_max_delay = retry_max_delay
+        self.max_retry_after = max_retry_after
+        # Public so the metrics module can hook in after get_client() built the client.
+        self.on_call = on_call
+
+        self._session = session or requests.Session()
+        self._session.headers.update(
+            {
+                "Authorization": f"Bearer {self._api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": "novita-gateway/1.0",
+            }
+        )
+
+        self._storage = self._make_storage(redis_url)
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=max(1, int(failure_threshold)),
+            reset_timeout=reset_timeout,
+            # Permanent errors (4xx, not found, bad bodies) say nothing about upstream health.
+            exclude=[NovitaPermanentError],
+            state_storage=self._storage,
+            name="novita",
+            # The call that trips the breaker raises its own (more informative) error.
+            throw_new_error_on_trip=False,
+        )
+
+    @staticmethod
+    def _make_storage(redis_url: str) -> pybreaker.CircuitBreakerStorage:
+        if redis_url:
+            try:
+                import redis
+
+                conn = redis.Redis.from_url(
+                    redis_url, socket_connect_timeout=0.5, socket_timeout=0.5
+                )
+                return pybreaker.CircuitRedisStorage(
+                    pybreaker.STATE_CLOSED, conn, namespace="novita"
+                )
+            except Exception as exc:
+                # Redis down at start-up must not stop the gateway; each process then keeps
+                # its own breaker until it is rebuilt.
+                logger.warning(
+                    "novita circuit breaker: redis unavailable (%s), using in-memory state",
+                    type(exc).__name__,
+                )
+        return pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+
+    # --- circuit breaker ------------------------------------------------------------------
+
+    @property
+    def breaker_state(self) -> str:
+        """ "closed", "open" or "half-open" (open, but the next call will be let through)."""
+        state = self._storage.state
+        if state == pybreaker.STATE_OPEN and not self._open_and_waiting():
+            return pybreaker.STATE_HALF_OPEN
+        return state
+
+    def _open_and_waiting(self) -> bool:
+        opened_at = self._storage.opened_at
+        if opened_at is None:
+            return False
+        return datetime.now(UTC) < opened_at + timedelta(seconds=self._breaker.reset_timeout)
+
+    def _record(self, error: NovitaError | None) -> None:
+        """Feed one attempt's outcome to pybreaker's state machine.
+
+        The HTTP call itself runs outside pybreaker, because CircuitBreaker.call holds a
+        process-wide lock for the whole call and would serialise every upstream request.
+        """
+        try:
+            if error is None:
+                self._breaker.call(_noop)
+            else:
+                self._breaker.call(_raise, error)
+        except (pybreaker.CircuitBreakerError, NovitaError):
+            pass
+
+    # --- HTTP core ------------------------------------------------------------------------
+
+    def _request(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        *,
+        params: dict | None = None,
+        body: dict | None = None,
+        headers: dict | None = None,
+    ) -> Any:
+        if not self.base_url:
+            raise NovitaNotConfiguredError(
+                "NOVITA_API_BASE_URL is not configured", operation=operation
+            )
+        if not self._api_key:
+            raise NovitaNotConfiguredError("NOVITA_API_KEY is not configured", operation=operation)
+
+        retries = self.read_retries if method == "GET" else 0
+        attempt = 0
+        while True:
+            try:
+                return self._attempt(operation, method, url, params, body, headers)
+            except NovitaCircuitOpenError:
+                raise
+            except NovitaTransientError as exc:
+                delay = self._retry_delay(attempt, exc) if attempt < retries else None
+                if delay is None:
+                    raise
+                attempt += 1
+                logger.debug("novita %s retry %d/%d in %.2fs", operation, attempt, retries, delay)
+                time.sleep(delay)
+
+    def _retry_delay(self, attempt: int, exc: NovitaTransientError) -> float | None:
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            # Waiting less than upstream asked would just earn another 429; longer waits belong
+            # to the caller (a task retry), not to a sleeping worker.
+            return retry_after if retry_after <= self.max_retry_after else None
+        delay = min(self.retry_base_delay * (2**attempt), self.retry_max_delay)
+        return random.uniform(delay / 2, delay)
+
+    def _attempt(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        params: dict | None,
+        body: dict | None,
+        headers: dict | None,
+    ) -> Any:
+        if self._storage.state == pybreaker.STATE_OPEN and self._open_and_waiting():
+            self._report(operation, 0.0, "circuit_open")
+            raise NovitaCircuitOpenError(
+                "upstream circuit breaker is open; not calling Novita", operation=operation
+            )
+
+        error: NovitaError | None = None
+        status: int | None = None
+        data: Any = None
+        start = time.perf_counter()
+        try:
+            response = self._session.request(
+                method,
+                url,
+                params=params,
+                json=body,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            error = NovitaTimeoutError(
+                f"no answer within {self.timeout[0]}s connect / {self.timeout[1]}s read "
+                f"({type(exc).__name__})",
+                operation=operation,
+            )
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
+            error = NovitaNotConfiguredError(
+                f"invalid upstream URL ({type(exc).__name__})", operation=operation
+            )
+        except requests.RequestException as exc:
+            error = NovitaTransientError(
+                f"connection failed: {self._sanitise(str(exc))}", operation=operation
+            )
+        else:
+            status = response.status_code
+            try:
+                data = self._parse(operation, response)
+            except NovitaError as exc:
+                error = exc
+        elapsed = time.perf_counter() - start
+
+        self._record(error)
+        outcome = "ok" if error is None else self._outcome(error)
+        self._report(operation, elapsed, outcome)
+        logger.debug(
+            "novita %s %s status=%s outcome=%s %.1fms",
+            operation,
+            method,
+            status,
+            outcome,
+            elapsed * 1000,
+        )
+        if error is not None:
+            raise error
+        return data
+
+    @staticmethod
+    def _outcome(error: NovitaError) -> str:
+        if isinstance(error, NovitaTimeoutError):
+            return "timeout"
+        if isinstance(error, NovitaRateLimitedError):
+            return "rate_limited"
+        if isinstance(error, NovitaTransientError):
+            return "transient"
+        return "permanent"
+
+    def _report(self, operation: str, seconds: float, outcome: str) -> None:
+        hook = self.on_call
+        if hook is None:
+            return
+        try:
+            hook(operation, seconds, outcome)
+        except Exception:
+            # Metrics must never break a call to upstream.
+            logger.warning("novita on_call hook failed", exc_info=True)
+
+    def _parse(self, operation: str, response: requests.Response) -> Any:
+        status = response.status_code
+        if 200 <= status < 300:
+            content = response.content
+            if not content or not content.strip():
+                return {}  # action endpoints may answer with an empty body
+            try:
+                return json.loads(content)
+            except ValueError:
+                raise NovitaPermanentError(
+                    "upstream returned a body that is not JSON",
+                    operation=operation,
+                    status_code=status,
+                ) from None
+
+        reason, message = self._error_details(response)
+        kwargs = {"operation": operation, "status_code": status, "reason": reason}
+        if status == 429:
+            retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+            raise NovitaRateLimitedError(message, retry_after=retry_after, **kwargs)
+        if status >= 500 or status == 408:
+            raise NovitaTransientError(message, **kwargs)
+        if status == 404 or (status == 400 and reason in NOT_FOUND_REASONS):
+            raise NovitaNotFoundError(message, **kwargs)
+        raise NovitaPermanentError(message, **kwargs)
+
+    def _error_details(self, response: requests.Response) -> tuple[str, str]:
+        """(reason, message) from an error body of unknown shape, both sanitised.
+
+        Kratos-style {code, reason, message} is the likeliest shape; {error: {message, code}} is
+        what Novita's LLM APIs use; anything else falls back to the raw text.
+        """
+        reason: Any = None
+        message: Any = None
+        try:
+            body = json.loads(response.content) if response.content else None
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            reason = body.get("reason")
+            code = body.get("code")
+            if not reason and isinstance(code, str) and not code.isdigit():
+                reason = code
+            message = body.get("message") or body.get("msg")
+            nested = body.get("error")
+            if isinstance(nested, dict):
+                message = message or nested.get("message")
+                nested_code = nested.get("code") or nested.get("reason")
+                if not reason and isinstance(nested_code, str) and not nested_code.isdigit():
+                    reason = nested_code
+            elif isinstance(nested, str):
+                message = message or nested
+        if not isinstance(message, str) or not message.strip():
+            message = response.text if response.content else ""
+            if not message.strip():
+                message = response.reason or f"HTTP {response.status_code}"
+        reason_text = _REASON_RE.sub("", reason)[:64] if isinstance(reason, str) else ""
+        return reason_text, self._sanitise(message)
+
+    def _sanitise(self, text: str) -> str:
+        """Make upstream text safe to store in an exception, a log line or an API response."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        text = _URL_CREDENTIALS_RE.sub(r"\1[redacted]@", text)
+        text = _SECRET_FIELD_RE.sub(r"\1[redacted]", text)
+        text = _BEARER_RE.sub("Bearer [redacted]", text)
+        text = _WHITESPACE_RE.sub(" ", text).strip()
+        if len(text) > MAX_ERROR_TEXT:
+            text = text[: MAX_ERROR_TEXT - 3] + "..."
+        return text
+
+    def _pages(
+        self,
+        operation: str,
+        url: str,
+        params: dict,
+        keys: tuple[str, ...],
+        parse: Callable[[Any], Any],
+        page_size: int,
+        headers: dict | None = None,
+    ) -> Iterator[Page]:
+        """Every page of a pageNum/pageSize listing, from page 1 until `total` or an empty page.
+
+        Every fetched page is yielded, including a final empty one, so callers can count requests.
+        """
+        seen = 0
+        for page_num in range(1, MAX_PAGES + 1):
+            data = self._request(
+                operation,
+                "GET",
+                url,
+                params={**params, "pageSize": page_size, "pageNum": page_num},
+                headers=headers,
+            )
+            raw = _items(data, *keys)
+            total = as_int(data.get("total")) if isinstance(data, dict) else None
+            yield Page(items=[parse(item) for item in raw], page_num=page_num, total=total)
+            seen += len(raw)
+            if not raw or (total is not None and seen >= total):
+                return
+            if total is None and len(raw) < page_size:
+                return
+        logger.warning("novita %s: stopped after %d pages", operation, MAX_PAGES)
+
+    @staticmethod
+    def _query(**values: Any) -> dict:
+        return {k: v for k, v in values.items() if v is not None and v != ""}
+
+    # --- catalog --------------------------------------------------------------------------
+
+    def list_clusters(self) -> list[Cluster]:
+        data = self._request("list_clusters", "GET", self._v1 + "/clusters")
+        return [Cluster.from_api(item) for item in _items(data, "data", "clusters")]
+
+    def list_products(
+        self,
+        cluster_id: str | None = None,
+        gpu_num: int | None = None,
+        product_name: str | None = None,
+        billing_method: str | None = None,
+    ) -> list[Product]:
+        params = self._query(
+            clusterId=cluster_id,
+            gpuNum=gpu_num,
+            productName=product_name,
+            billingMethod=billing_method,
+        )
+        data = self._request("list_products", "GET", self._v1 + "/products", params=params)
+        return [Product.from_api(item) for item in _items(data, "data", "products")]
+
+    def iter_template_pages(
+        self,
+        name: str | None = None,
+        type: str | None = None,
+        channel: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Page]:
+        params = self._query(name=name, type=type, channel=channel)
+        return self._pages(
+            "list_templates",
+            self._v1 + "/templates",
+            params,
+            ("template", "templates", "data"),
+            Template.from_api,
+            page_size,
+        )
+
+    def list_templates(
+        self,
+        name: str | None = None,
+        type: str | None = None,
+        channel: str | None = None,
+        page_size: int = 100,
+    ) -> list[Template]:
+        pages = self.iter_template_pages(name=name, type=type, channel=channel, page_size=page_size)
+        return [template for page in pages for template in page.items]
+
+    def get_template(self, template_id: str) -> Template:
+        data = self._request(
+            "get_template",
+            "GET",
+            self._v1 + "/template",
+            params={"templateId": template_id},
+        )
+        template = as_dict(data).get("template")
+        return Template.from_api(template if isinstance(template, dict) else data)
+
+    # --- instances ------------------------------------------------------------------------
+
+    def create_instance(self, **fields: Any) -> str:
+        """Create an instance; returns upstream's instance id.
+
+        Takes upstream's field names, in camelCase (productId) or snake_case (product_id);
+        None values are dropped. Never retried: on a timeout the instance may exist upstream,
+        so look it up by name before trying again.
+        """
+        body = {_snake_to_camel(k): v for k, v in fields.items() if v is not None}
+        body.setdefault("kind", "gpu")
+        data = self._request(
+            "create_instance", "POST", self._v1 + "/gpu/instance/create", body=body
+        )
+        instance_id = any_id(as_dict(data))
+        if not instance_id:
+            raise NovitaPermanentError(
+                "create answered without an instance id; the instance may still exist upstream",
+                operation="create_instance",
+            )
+        return instance_id
+
+    def get_instance(self, instance_id: str) -> UpstreamInstance:
+        data = self._request(
+            "get_instance",
+            "GET",
+            self._v1 + "/gpu/instance",
+            params={"instanceId": instance_id},
+        )
+        if not isinstance(data, dict):
+            raise NovitaPermanentError(
+                "get_instance answered with a body that is not an object",
+                operation="get_instance",
+            )
+        # The documented body is the bare instance; tolerate a wrapped one too.
+        wrapped = data.get("instance")
+        if isinstance(wrapped, dict) and "id" not in data:
+            data = wrapped
+        return UpstreamInstance.from_api(data)
+
+    def iter_instance_pages(
+        self,
+        name: str | None = None,
+        status: str | None = None,
+        page_size: int = 100,
+        product_name: str | None = None,
+    ) -> Iterator[Page]:
+        params = self._query(name=name, status=status, productName=product_name)
+        return self._pages(
+            "list_instances",
+            self._v1 + "/gpu/instances",
+            params,
+            ("instances", "data"),
+            UpstreamInstance.from_api,
+            page_size,
+        )
+
+    def list_instances(
+        self,
+        name: str | None = None,
+        status: str | None = None,
+        page_size: int = 100,
+        product_name: str | None = None,
+    ) -> list[UpstreamInstance]:
+        instances: list[UpstreamInstance] = []
+        seen_ids: set[str] = set()
+        pages = self.iter_instance_pages(
+            name=name, status=status, page_size=page_size, product_name=product_name
+        )
+        for page in pages:
+            for instance in page.items:
+                # Pages can overlap when instances are created or removed while we read.
+                if instance.id is not None:
+                    if instance.id in seen_ids:
+                        continue
+                    seen_ids.add(instance.id)
+                instances.append(instance)
+        return instances
+
+    def _instance_action(self, operation: str, path: str, instance_id: str) -> Any:
+        return self._request(operation, "POST", self._v1 + path, body={"instanceId": instance_id})
+
+    def start_instance(self, instance_id: str) -> None:
+        self._instance_action("start_instance", "/gpu/instance/start", instance_id)
+
+    def stop_instance(self, instance_id: str) -> None:
+        self._instance_action("stop_instance", "/gpu/instance/stop", instance_id)
+
+    def restart_instance(self, instance_id: str) -> None:
+        self._instance_action("restart_instance", "/gpu/instance/restart", instance_id)
+
+    def delete_instance(self, instance_id: str) -> None:
+        self._instance_action("delete_instance", "/gpu/instance/delete", instance_id)
+
+    def migrate_instance(self, instance_id: str) -> MigrationResult:
+        data = self._instance_action("migrate_instance", "/gpu/instance/migrate", instance_id)
+        return MigrationResult.from_api(data)
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def iter_job_pages(
+        self,
+        type: str | None = None,
+        state: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Page]:
+        params = self._query(type=type, state=state)
+        return self._pages(
+            "list_jobs",
+            self._jobs_url,
+            params,
+            ("jobs", "data"),
+            Job.from_api,
+            page_size,
+            headers=self._jobs_headers,
+        )
+
+    def list_jobs(
+        self,
+        type: str | None = None,
+        instance_id: str | None = None,
+        state: str | None = None,
+        page_size: int = 100,
+    ) -> list[Job]:
+        # /jobs documents no instanceId filter, so that one is applied here.
+        jobs = [
+            job
+            for page in self.iter_job_pages(type=type, state=state, page_size=page_size)
+            for job in page.items
+        ]
+        if instance_id is not None:
+            jobs = [job for job in jobs if job.instance_id == instance_id]
+        return jobs
+
+
+# --- per-process client ---------------------------------------------------------------------
+
+_client: NovitaClient | None = None
+_client_pid: int | None = None
+_client_lock = threading.Lock()
+
+
+def get_client() -> NovitaClient:
+    """The process's client, built from Django settings on first use.
+
+    Rebuilt after a fork (Celery prefork, gunicorn) so children never share the parent's sockets.
+    """
+    global _client, _client_pid
+    client = _client
+    if client is not None and _client_pid == os.getpid():
+        return client
+    with _client_lock:
+        if _client is None or _client_pid != os.getpid():
+            _client = _build_client_from_settings()
+            _client_pid = os.getpid()
+        return _client
+
+
+def reset_client() -> None:
+    """Forget the cached client (tests, or after changing settings)."""
+    global _client, _client_pid
+    with _client_lock:
+        _client = None
+        _client_pid = None
+
+
+def _build_client_from_settings() -> NovitaClient:
+    from django.conf import settings
+
+    return NovitaClient(
+        base_url=getattr(settings, "NOVITA_API_BASE_URL", "") or "",
+        api_key=getattr(settings, "NOVITA_API_KEY", "") or "",
+        internal_base_url=getattr(settings, "NOVITA_INTERNAL_API_BASE_URL", "") or "",
+        internal_api_key=getattr(settings, "NOVITA_INTERNAL_API_KEY", "") or "",
+        connect_timeout=float(getattr(settings, "NOVITA_CONNECT_TIMEOUT", 3.05)),
+        read_timeout=float(getattr(settings, "NOVITA_READ_TIMEOUT", 10.0)),
+        read_retries=int(getattr(settings, "NOVITA_READ_RETRIES", 2)),
+        failure_threshold=int(getattr(settings, "NOVITA_CIRCUIT_FAILURE_THRESHOLD", 5)),
+        reset_timeout=float(getattr(settings, "NOVITA_CIRCUIT_RESET_SECONDS", 60)),
+        redis_url=getattr(settings, "REDIS_URL", "") or "",
+    )

@@ -1,0 +1,102 @@
+"""Gateway statuses, the upstream -> gateway mapping and the allowed transitions: one place."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import models
+
+logger = logging.getLogger(__name__)
+
+
+class Status(models.TextChoices):
+    CREATING = "creating"
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    HEALTH_CHECKING = "health_checking"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+    EXITED = "exited"
+
+
+class Desired(models.TextChoices):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    TERMINATED = "terminated"
+
+
+# States where something is still happening and the monitor sweep must keep polling.
+TRANSITIONAL = frozenset(
+    {
+        Status.CREATING,
+        Status.STARTING,
+        Status.RUNNING,
+        Status.HEALTH_CHECKING,
+        Status.STOPPING,
+    }
+)
+# States where the GPU is (or may be) billed while running.
+ACTIVE = frozenset({Status.RUNNING, Status.HEALTH_CHECKING, Status.READY})
+AUTO_STOP_CANDIDATES = frozenset({Status.READY, Status.RUNNING, Status.HEALTH_CHECKING})
+FINAL = frozenset({Status.TERMINATED})
+
+# What a client may ask for, by current status.
+STARTABLE = frozenset({Status.STOPPED, Status.EXITED, Status.CREATED, Status.FAILED})
+STOPPABLE = frozenset(
+    {Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY, Status.FAILED}
+)
+DELETABLE = frozenset(set(Status) - {Status.TERMINATED})
+
+_CREATING_UPSTREAM = {"pending", "tocreate", "creating", "pulling"}
+_STARTING_UPSTREAM = {
+    "tostart",
+    "starting",
+    "torestart",
+    "restarting",
+    "toreset",
+    "resetting",
+    "migrating",
+}
+_STOPPING_UPSTREAM = {"tostop", "stopping", "freezing"}
+_REMOVING_UPSTREAM = {"toremove", "removing"}
+
+
+def from_upstream(
+    upstream_status: str | None,
+    *,
+    current: str,
+    desired: str,
+    first_boot: bool,
+    has_error: bool = False,
+) -> str:
+    """Map what upstream says to our status. Unknown values keep the current status.
+
+    `running` maps to `running`; readiness probing then moves it on (health_checking, ready),
+    so a caller that already is health_checking/ready keeps that status.
+    """
+    if has_error:
+        return Status.FAILED
+    value = (upstream_status or "").strip().lower()
+    if value in _CREATING_UPSTREAM:
+        return Status.CREATING if first_boot else Status.STARTING
+    if value in _STARTING_UPSTREAM:
+        return Status.STARTING
+    if value == "running":
+        if current in (Status.HEALTH_CHECKING, Status.READY):
+            return current
+        return Status.RUNNING
+    if value in _STOPPING_UPSTREAM:
+        return Status.STOPPING
+    if value == "exited":
+        # We asked for the stop: stopped. It stopped on its own (crash, spot reclaim): exited.
+        return Status.STOPPED if desired != Desired.RUNNING else Status.EXITED
+    if value in _REMOVING_UPSTREAM:
+        return Status.STOPPING
+    if value == "removed":
+        return Status.TERMINATED
+    logger.warning("unknown upstream status %r; keeping %s", upstream_status, current)
+    return current

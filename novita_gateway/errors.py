@@ -1,0 +1,185 @@
+"""The one error envelope of the API (the contract's "Error Response").
+
+Every failure a client can see, from DRF validation to a 404 route or an unhandled exception,
+leaves through `error_response`, so the shape and the request id are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+from instances.novita import errors as upstream
+from ops.context import current_request_id
+from ops.timeutil import iso_now
+
+logger = logging.getLogger("novita_gateway.errors")
+
+
+class ApiError(Exception):
+    """An error with a contract code, raised by services and views alike."""
+
+    status_code = 400
+    code = "VALIDATION_ERROR"
+    message = "Request failed"
+
+    def __init__(self, message: str | None = None, details=None, *, code=None, status_code=None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+        if code:
+            self.code = code
+        if status_code:
+            self.status_code = status_code
+
+
+class InstanceNotFound(ApiError):
+    status_code = 404
+    code = "INSTANCE_NOT_FOUND"
+    message = "Instance not found"
+
+
+class InstanceAlreadyExists(ApiError):
+    status_code = 409
+    code = "INSTANCE_ALREADY_EXISTS"
+    message = "Instance name already in use"
+
+
+class InvalidInstanceState(ApiError):
+    status_code = 409
+    code = "INVALID_INSTANCE_STATE"
+    message = "The instance cannot do that in its current state"
+
+
+class FeatureDisabled(ApiError):
+    status_code = 404
+    code = "FEATURE_DISABLED"
+    message = "Feature is disabled"
+
+
+def envelope(code: str, message: str, details=None) -> dict:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details,
+            "timestamp": iso_now(),
+            "requestId": current_request_id(),
+        }
+    }
+
+
+def error_response(status: int, code: str, message: str, details=None, headers=None):
+    response = JsonResponse(envelope(code, message, details), status=status)
+    for key, value in (headers or {}).items():
+        response[key] = value
+    return response
+
+
+def _validation_details(detail, prefix="", data=None) -> list[dict]:
+    """Flatten DRF's nested error dict into the contract's [{field, message, value}]."""
+    out: list[dict] = []
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            field = f"{prefix}.{key}" if prefix else str(key)
+            if key == "non_field_errors":
+                field = prefix or "body"
+            sub = data.get(key) if isinstance(data, dict) else None
+            out.extend(_validation_details(value, field, sub))
+    elif isinstance(detail, list):
+        if detail and all(isinstance(d, str) for d in detail):
+            for message in detail:
+                out.append({"field": prefix or "body", "message": str(message), "value": data})
+        else:
+            for index, item in enumerate(detail):
+                sub = data[index] if isinstance(data, list) and index < len(data) else None
+                out.extend(_validation_details(item, f"{prefix}[{index}]", sub))
+    else:
+        out.append({"field": prefix or "body", "message": str(detail), "value": data})
+    return out
+
+
+def _safe_value(value):
+    # Echo only small scalars back: a client's megabyte string or a secret-looking blob is
+    # not worth reflecting.
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "..."
+    return None
+
+
+def upstream_error_response(exc: upstream.NovitaError):
+    if isinstance(exc, upstream.NovitaCircuitOpenError):
+        return 503, "CIRCUIT_BREAKER_OPEN", "Novita API is temporarily unavailable", {}
+    if isinstance(exc, upstream.NovitaTimeoutError):
+        return 408, "REQUEST_TIMEOUT", "Novita API did not answer in time", {}
+    if isinstance(exc, upstream.NovitaRateLimitedError):
+        headers = {"Retry-After": str(int(exc.retry_after or 1))}
+        return 502, "NOVITA_API_ERROR", "Novita API is rate limiting requests", headers
+    if isinstance(exc, upstream.ResolutionError):
+        return 400, "VALIDATION_ERROR", exc.message, {}
+    return 502, "NOVITA_API_ERROR", "Novita API error", {}
+
+
+def exception_handler(exc, context):
+    """DRF's exception handler: map every exception to the envelope."""
+    request = context.get("request")
+    if isinstance(exc, ApiError):
+        return _drf(exc.status_code, exc.code, exc.message, exc.details)
+    if isinstance(exc, drf_exceptions.ValidationError):
+        data = getattr(request, "_full_data", None) if request is not None else None
+        details = _validation_details(exc.detail, data=data if isinstance(data, dict) else None)
+        for item in details:
+            item["value"] = _safe_value(item["value"])
+        return _drf(400, "VALIDATION_ERROR", "Validation failed", details)
+    if isinstance(exc, drf_exceptions.ParseError):
+        return _drf(400, "VALIDATION_ERROR", "Malformed request body", str(exc.detail))
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        return _drf(415, "UNSUPPORTED_MEDIA_TYPE", "Send a JSON body", str(exc.detail))
+    if isinstance(exc, (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed)):
+        return _drf(401, "UNAUTHORIZED", "A valid API key is required", None)
+    if isinstance(exc, drf_exceptions.PermissionDenied):
+        return _drf(403, "FORBIDDEN", "Not allowed", None)
+    if isinstance(exc, drf_exceptions.Throttled):
+        headers = {"Retry-After": str(int(exc.wait or 1))}
+        return _drf(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded", None, headers)
+    if isinstance(exc, (Http404, drf_exceptions.NotFound)):
+        return _drf(404, "NOT_FOUND", "Resource not found", None)
+    if isinstance(exc, drf_exceptions.MethodNotAllowed):
+        return _drf(405, "METHOD_NOT_ALLOWED", str(exc.detail), None)
+    if isinstance(exc, drf_exceptions.NotAcceptable):
+        return _drf(406, "NOT_ACCEPTABLE", str(exc.detail), None)
+    if isinstance(exc, upstream.NovitaError):
+        status, code, message, headers = upstream_error_response(exc)
+        logger.warning("upstream error: %s", exc.details())
+        return _drf(status, code, message, exc.details(), headers)
+    if isinstance(exc, drf_exceptions.APIException):
+        return _drf(exc.status_code, "REQUEST_ERROR", str(exc.detail), None)
+    # Anything else is a bug: log it with the request id, tell the client nothing internal.
+    logger.exception("unhandled error")
+    return _drf(500, "INTERNAL_SERVER_ERROR", "Internal server error", None)
+
+
+def _drf(status, code, message, details, headers=None):
+    return Response(envelope(code, message, details), status=status, headers=headers)
+
+
+# Django-level handlers for what never reaches DRF (unknown routes, crashes in middleware).
+def handler404(request, exception=None):
+    return error_response(404, "NOT_FOUND", "Resource not found", f"No route for {request.path}")
+
+
+def handler500(request):
+    return error_response(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+
+
+def handler400(request, exception=None):
+    return error_response(400, "VALIDATION_ERROR", "Bad request")
+
+
+def handler403(request, exception=None):
+    return error_response(403, "FORBIDDEN", "Not allowed")

@@ -1,0 +1,324 @@
+"""Settings, all read from the environment (see the README's configuration table)."""
+
+import sys
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A local .env is a convenience for developers; real deployments set the environment.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+TESTING = "pytest" in sys.modules
+_INSECURE_DEV_KEY = "django-insecure-dev-only-key-do-not-use-in-production-0123456789"
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not (DEBUG or TESTING):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DEBUG is false.")
+    SECRET_KEY = _INSECURE_DEV_KEY
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+PORT = env.int("PORT", default=3000)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
+    "instances",
+    "ops",
+]
+
+MIDDLEWARE = [
+    "ops.middleware.RequestContextMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: throttles repeated failed admin logins.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = 0.25  # hours
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_ENABLED = not TESTING or env.bool("AXES_ENABLED", default=False)
+
+ROOT_URLCONF = "novita_gateway.urls"
+WSGI_APPLICATION = "novita_gateway.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Runtime files (SQLite database, file broker, file cache) live under var/ by default.
+VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + a busy timeout let web, worker and beat share one SQLite file.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("REDIS_URL", default="")
+
+# Named caches. The database is the source of truth, so clearing any of them loses nothing.
+CACHE_NAMES = ["instances", "products", "templates", "clusters", "health"]
+
+
+def _cache(name: str) -> dict:
+    if REDIS_URL:
+        return {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": f"ngw:{name}",
+            "TIMEOUT": 300,
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": 1,
+                "SOCKET_TIMEOUT": 1,
+                # Redis down must not break requests: reads miss, writes are dropped.
+                "IGNORE_EXCEPTIONS": True,
+            },
+        }
+    return {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(VAR_DIR / "cache" / name),
+        "TIMEOUT": 300,
+    }
+
+
+CACHES = {"default": _cache("default"), **{n: _cache(n) for n in CACHE_NAMES}}
+DJANGO_REDIS_IGNORE_EXCEPTIONS = True
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = False
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+        if not TESTING
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# --- Security ---------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+SECURE_REFERRER_POLICY = "same-origin"
+# TLS is usually terminated by a proxy in front of gunicorn; opt in explicitly.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+if env.bool("BEHIND_TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
+
+# Request bodies above this are answered 413 before parsing.
+MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=64 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+
+# --- REST framework -------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["novita_gateway.parsers.StrictJSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["ops.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["ops.auth.HasApiKeyWhenConfigured"],
+    "EXCEPTION_HANDLER": "novita_gateway.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Novita GPU gateway API",
+    "DESCRIPTION": (
+        "Create, start and stop Novita.ai GPU instances, learn when they are ready, "
+        "send last-used heartbeats; idle instances are stopped automatically."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI assets are served by us, not fetched from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery -----------------------------------------------------------------------------
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+else:
+    # A broker that needs no server: web, worker and beat exchange messages through files.
+    _broker_dir = VAR_DIR / "broker"
+    for sub in ("queue", "processed"):
+        (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Upstream (Novita) ------------------------------------------------------------------
+NOVITA_API_KEY = env("NOVITA_API_KEY", default="")
+NOVITA_INTERNAL_API_KEY = env("NOVITA_INTERNAL_API_KEY", default="")
+NOVITA_API_BASE_URL = env(
+    "NOVITA_API_BASE_URL", default="https://api.novita.ai/gpu-instance/openapi"
+)
+NOVITA_INTERNAL_API_BASE_URL = env("NOVITA_INTERNAL_API_BASE_URL", default="")
+NOVITA_CONNECT_TIMEOUT = env.float("NOVITA_CONNECT_TIMEOUT", default=3.05)
+NOVITA_READ_TIMEOUT = env.float("NOVITA_READ_TIMEOUT", default=10.0)
+NOVITA_READ_RETRIES = env.int("NOVITA_READ_RETRIES", default=2)
+NOVITA_CIRCUIT_FAILURE_THRESHOLD = env.int("NOVITA_CIRCUIT_FAILURE_THRESHOLD", default=5)
+NOVITA_CIRCUIT_RESET_SECONDS = env.int("NOVITA_CIRCUIT_RESET_SECONDS", default=60)
+CATALOG_CACHE_SECONDS = env.int("CATALOG_CACHE_SECONDS", default=300)
+
+# --- Webhooks ---------------------------------------------------------------------------
+WEBHOOK_SECRET = env("WEBHOOK_SECRET", default="")
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+
+# --- Client access ----------------------------------------------------------------------
+GATEWAY_API_KEYS = env.list("GATEWAY_API_KEYS", default=[])
+RATE_LIMIT_PER_MINUTE = env.int("RATE_LIMIT_PER_MINUTE", default=100)
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
+# --- Background work --------------------------------------------------------------------
+AUTO_STOP_ENABLED = env.bool("AUTO_STOP_ENABLED", default=True)
+AUTO_STOP_CHECK_INTERVAL_MINUTES = env.float("AUTO_STOP_CHECK_INTERVAL_MINUTES", default=5)
+AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES = env.float(
+    "AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES", default=20
+)
+AUTO_STOP_WARNING_MINUTES = env.float("AUTO_STOP_WARNING_MINUTES", default=2)
+MONITOR_INTERVAL_SECONDS = env.float("MONITOR_INTERVAL_SECONDS", default=5)
+RECONCILE_INTERVAL_SECONDS = env.float("RECONCILE_INTERVAL_SECONDS", default=60)
+MIGRATION_ENABLED = env.bool("MIGRATION_ENABLED", default=True)
+MIGRATION_TIMEOUT_MINUTES = env.float("MIGRATION_TIMEOUT_MINUTES", default=30)
+
+# --- Logging ----------------------------------------------------------------------------
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_context": {"()": "ops.logging.RequestContextFilter"}},
+    "formatters": {"json": {"()": "ops.logging.JsonFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["request_context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Our own one-line-per-request log replaces Django's.
+        "django.server": {"level": "WARNING"},
+        "django.request": {"level": "ERROR"},
+        "urllib3": {"level": "WARNING"},
+    },
+}
+
+# --- Beat schedule: every periodic job, in one place -------------------------------------
+CELERY_BEAT_SCHEDULE = {
+    "monitor-sweep": {
+        "task": "instances.tasks.monitor_sweep",
+        "schedule": MONITOR_INTERVAL_SECONDS,
+        "options": {"expires": MONITOR_INTERVAL_SECONDS * 2},
+    },
+    "auto-stop-sweep": {
+        "task": "instances.tasks.auto_stop_sweep",
+        "schedule": AUTO_STOP_CHECK_INTERVAL_MINUTES * 60,
+        "options": {"expires": AUTO_STOP_CHECK_INTERVAL_MINUTES * 60},
+    },
+    "reconcile": {
+        "task": "instances.tasks.reconcile",
+        "schedule": RECONCILE_INTERVAL_SECONDS,
+        "options": {"expires": RECONCILE_INTERVAL_SECONDS},
+    },
+    "deliver-due-webhooks": {
+        "task": "instances.tasks.deliver_due_webhooks",
+        "schedule": 10.0,
+        "options": {"expires": 20.0},
+    },
+    "migration-sweep": {
+        "task": "instances.tasks.migration_sweep",
+        "schedule": 30.0,
+        "options": {"expires": 60.0},
+    },
+    "worker-heartbeat": {
+        "task": "ops.tasks.worker_heartbeat",
+        "schedule": 15.0,
+        "options": {"expires": 30.0},
+    },
+}

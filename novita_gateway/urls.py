@@ -1,0 +1,20 @@
+"""URL routes: the API under /api/, health, admin, OpenAPI schema and docs."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from ops import views as ops_views
+
+urlpatterns = [
+    path("health", ops_views.health, name="health"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/", include("instances.api.urls")),
+]
+
+handler400 = "novita_gateway.errors.handler400"
+handler403 = "novita_gateway.errors.handler403"
+handler404 = "novita_gateway.errors.handler404"
+handler500 = "novita_gateway.errors.handler500"

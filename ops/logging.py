@@ -1,0 +1,53 @@
+"""JSON log lines carrying the request id, with secrets masked."""
+
+import json
+import logging
+import re
+
+from .context import current_correlation_id, current_request_id
+
+# Anything shaped like a credential is masked even if a careless caller logs it.
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"),
+    re.compile(
+        r"(?i)((?:api[_-]?key|secret|password|token|authorization)[\"']?\s*[:=]\s*[\"']?)"
+        r"[^\s\"',&}]{3,}"
+    ),
+]
+
+
+def redact(text: str) -> str:
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(r"\1[REDACTED]", text)
+    return text
+
+
+class RequestContextFilter(logging.Filter):
+    """Attach the current request/correlation ids to every record."""
+
+    def filter(self, record):
+        record.request_id = current_request_id()
+        record.correlation_id = current_correlation_id()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; extra fields given with `extra={"fields": {...}}`."""
+
+    def format(self, record):
+        payload = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+        }
+        for key in ("request_id", "correlation_id"):
+            value = getattr(record, key, None)
+            if value:
+                payload[key] = value
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            payload.update(fields)
+        if record.exc_info:
+            payload["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(payload, default=str)

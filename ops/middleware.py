@@ -1,0 +1,98 @@
+"""Outermost middleware: request id, body limit, error envelope for non-DRF errors, access log."""
+
+import logging
+import re
+import secrets
+import time
+
+from django.conf import settings
+
+from novita_gateway.errors import error_response
+
+from . import metrics
+from .context import correlation_id_var, request_id_var
+
+logger = logging.getLogger("novita_gateway.access")
+
+# A client-chosen id is echoed in headers and logs, so it must be short and printable.
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def _client_id(request, header: str) -> str | None:
+    value = request.headers.get(header)
+    if value and _VALID_ID.match(value):
+        return value
+    return None
+
+
+class RequestContextMiddleware:
+    """Gives every request an id, enforces the body limit and writes one log line per request."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        request_id = _client_id(request, "X-Request-ID") or f"req_{secrets.token_hex(12)}"
+        correlation_id = _client_id(request, "X-Correlation-ID")
+        rid_token = request_id_var.set(request_id)
+        cid_token = correlation_id_var.set(correlation_id)
+        request.request_id = request_id
+        try:
+            response = self._respond(request)
+            response["X-Request-ID"] = request_id
+            if correlation_id:
+                response["X-Correlation-ID"] = correlation_id
+            duration_ms = (time.perf_counter() - started) * 1000
+            metrics.record_request(request, response.status_code, duration_ms)
+            logger.info(
+                "%s %s %s %.1fms",
+                request.method,
+                request.path,
+                response.status_code,
+                duration_ms,
+                extra={
+                    "fields": {
+                        "method": request.method,
+                        "path": request.path,
+                        "status": response.status_code,
+                        "duration_ms": round(duration_ms, 2),
+                    }
+                },
+            )
+            return response
+        finally:
+            request_id_var.reset(rid_token)
+            correlation_id_var.reset(cid_token)
+
+    def _respond(self, request):
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            too_large = int(length) > settings.MAX_REQUEST_BODY_BYTES
+        except ValueError:
+            return error_response(400, "VALIDATION_ERROR", "Invalid Content-Length header")
+        if too_large:
+            return error_response(
+                413,
+                "PAYLOAD_TOO_LARGE",
+                "Request body too large",
+                f"At most {settings.MAX_REQUEST_BODY_BYTES} bytes are accepted",
+            )
+        response = self.get_response(request)
+        # With DEBUG on, Django answers unknown routes with an HTML page; API clients get JSON.
+        if (
+            response.status_code in (404, 405)
+            and not request.path.startswith("/admin/")
+            and "json" not in response.get("Content-Type", "")
+        ):
+            if response.status_code == 404:
+                return error_response(
+                    404, "NOT_FOUND", "Resource not found", f"No route for {request.path}"
+                )
+            return error_response(405, "METHOD_NOT_ALLOWED", f"Method {request.method} not allowed")
+        return response
+
+    def process_exception(self, request, exception):
+        # Exceptions outside DRF views (plain Django views, middleware below us).
+        logger.exception("unhandled error")
+        return error_response(500, "INTERNAL_SERVER_ERROR", "Internal server error")

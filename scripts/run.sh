@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the whole service in the foreground: web + worker + beat (and the sandbox upstream when
+# no NOVITA_API_KEY is set). Called by `make run` after the virtualenv is ready.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+mkdir -p var
+
+if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
+  # Keep one generated key across runs so admin sessions survive a restart.
+  [ -s var/secret_key ] || python -c 'import secrets; print(secrets.token_urlsafe(50))' > var/secret_key
+  DJANGO_SECRET_KEY="$(cat var/secret_key)"
+  export DJANGO_SECRET_KEY
+fi
+# The local run serves plain http on localhost; secure cookies would lock the admin out.
+export SECURE_COOKIES="${SECURE_COOKIES:-false}"
+export PORT="${PORT:-3000}"
+
+procfile=Procfile
+if [ -z "${NOVITA_API_KEY:-}" ]; then
+  export SANDBOX_PORT="${SANDBOX_PORT:-8900}"
+  export NOVITA_API_KEY=sandbox-key
+  export NOVITA_API_BASE_URL="http://127.0.0.1:${SANDBOX_PORT}/gpu-instance/openapi"
+  procfile=Procfile.sandbox
+  cat <<MSG
+======================================================================
+  NO NOVITA_API_KEY SET: running against the built-in SANDBOX upstream
+  (simulated GPU instances at ${NOVITA_API_BASE_URL}). Nothing is billed.
+  Set NOVITA_API_KEY to talk to the real Novita.ai API.
+======================================================================
+MSG
+fi
+if [ -z "${GATEWAY_API_KEYS:-}" ]; then
+  echo "WARNING: GATEWAY_API_KEYS is not set: the API is open to anyone who can reach port ${PORT}"
+  echo "         unless keys are issued with: python manage.py issue_api_key NAME"
+fi
+
+python manage.py migrate --noinput
+python manage.py collectstatic --noinput >/dev/null
+echo "Gateway on http://localhost:${PORT}  (API docs: /api/docs/, admin: /admin/, health: /health)"
+exec honcho start -f "$procfile"

@@ -4,10 +4,9 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from ops import views as ops_views
-
 urlpatterns = [
-    path("health", ops_views.health, name="health"),
+    # /health, /metrics, /api/cache/*, /api/metrics*
+    path("", include("ops.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

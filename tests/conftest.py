@@ -1,21 +1,87 @@
-"""Shared fixtures: clean caches and counters per test, an API client."""
+"""Shared fixtures: clean caches, counters and upstream client per test; an API client;
+Celery tasks run inline (eagerly) so a test sees their effects."""
+
+import ipaddress
+import socket
 
 import pytest
 from django.conf import settings
 from django.core.cache import caches
 from rest_framework.test import APIClient
 
+from instances.novita.client import reset_client
+from novita_gateway.celery import app as celery_app
 from ops import counters
+
+celery_app.conf.task_always_eager = True
+celery_app.conf.task_eager_propagates = True
+
+UPSTREAM = "https://novita.test/gpu-instance/openapi"
+
+
+def _forget_shared_breaker():
+    if settings.REDIS_URL:
+        import redis
+
+        conn = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1)
+        for key in conn.scan_iter("pybreaker:novita*"):
+            conn.delete(key)
 
 
 @pytest.fixture(autouse=True)
-def _clean_shared_state():
+def _clean_shared_state(settings):
     for alias in settings.CACHES:
         caches[alias].clear()
     counters.reset_all()
+    # Unit tests talk to a fake upstream host that only `responses` answers.
+    settings.NOVITA_API_BASE_URL = UPSTREAM
+    settings.NOVITA_API_KEY = "test-novita-key"
+    settings.NOVITA_READ_RETRIES = 0
+    reset_client()
+    _forget_shared_breaker()
     yield
+    reset_client()
 
 
 @pytest.fixture
 def api():
     return APIClient()
+
+
+_real_getaddrinfo = socket.getaddrinfo
+# Names tests may use; anything else resolves to a public documentation-range address, so no
+# test ever asks a real DNS server (or reaches a real host).
+FAKE_DNS = {}
+
+
+def _fake_getaddrinfo(host, port, *args, **kwargs):
+    name = host.decode() if isinstance(host, bytes) else host
+    try:
+        ipaddress.ip_address((name or "").strip("[]"))
+        literal = True
+    except ValueError:
+        literal = False
+    if literal or name in (None, "localhost"):
+        return _real_getaddrinfo(host, port, *args, **kwargs)
+    address = FAKE_DNS.get(name, "93.184.216.34")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return [(family, socket.SOCK_STREAM, 6, "", (address, port or 0))]
+
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only_connect(sock, address):
+    # A safety net for the network rule: a test can never open a connection off this machine.
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            raise ConnectionRefusedError(f"tests may only connect to loopback, not {host}")
+    return _real_connect(sock, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_real_dns(monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", _fake_getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only_connect)
+    yield

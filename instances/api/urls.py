@@ -1,3 +1,20 @@
-"""API routes for instances."""
+"""API routes for instances. Fixed paths come before `<instance_id>` so they are not ids."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("instances", views.InstanceListCreateView.as_view(), name="instance-list"),
+    path("instances/start", views.StartByNameView.as_view(), name="instance-start-by-name"),
+    path("instances/stop", views.StopByNameView.as_view(), name="instance-stop-by-name"),
+    path("instances/<str:instance_id>", views.InstanceDetailView.as_view(), name="instance-detail"),
+    path(
+        "instances/<str:instance_id>/start",
+        views.StartInstanceView.as_view(),
+        name="instance-start",
+    ),
+    path(
+        "instances/<str:instance_id>/stop", views.StopInstanceView.as_view(), name="instance-stop"
+    ),
+]

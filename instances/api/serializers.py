@@ -1,0 +1,171 @@
+"""Request validation (input) and documented response shapes (output), kept separate.
+
+Field names are the contract's camelCase; `source=` maps them to our snake_case names.
+Unknown fields in a request body are ignored.
+"""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from ops import netsafety
+
+from .fields import StrictBooleanField, StrictCharField, StrictIntegerField, StrictRegexField
+
+REGIONS = ["CN-HK-01", "US-WEST-01", "EU-WEST-01", "AS-SGP-02"]
+NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+NAME_MESSAGE = "Name must contain only alphanumeric characters, hyphens, and underscores"
+
+
+class WebhookUrlField(serializers.URLField):
+    """http(s) URL whose host does not resolve to a private, loopback or reserved address."""
+
+    default_error_messages = {"type": "A string is required."}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 2000)
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_blank", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("type")
+        value = super().to_internal_value(data)
+        try:
+            netsafety.validate_webhook_url(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return value
+
+
+class HealthCheckConfigSerializer(serializers.Serializer):
+    timeoutMs = StrictIntegerField(min_value=1000, max_value=300000, default=30000)
+    retryAttempts = StrictIntegerField(min_value=0, max_value=10, default=3)
+    retryDelayMs = StrictIntegerField(min_value=100, max_value=30000, default=2000)
+    maxWaitTimeMs = StrictIntegerField(min_value=30000, max_value=1800000, default=600000)
+    targetPort = StrictIntegerField(min_value=1, max_value=65535, required=False)
+
+
+class CreateInstanceSerializer(serializers.Serializer):
+    name = StrictRegexField(
+        NAME_PATTERN,
+        min_length=1,
+        max_length=100,
+        error_messages={"invalid": NAME_MESSAGE},
+    )
+    productName = StrictCharField(min_length=1, max_length=200, source="product_name")
+    templateId = StrictCharField(min_length=1, max_length=200, source="template_id")
+    gpuNum = StrictIntegerField(min_value=1, max_value=8, default=1, source="gpu_num")
+    rootfsSize = StrictIntegerField(min_value=20, max_value=1000, default=60, source="rootfs_size")
+    region = serializers.ChoiceField(choices=REGIONS, default="CN-HK-01")
+    webhookUrl = WebhookUrlField(source="webhook_url")
+    healthCheckConfig = HealthCheckConfigSerializer(required=False, source="health_check_config")
+    autoStopEnabled = StrictBooleanField(default=True, source="auto_stop_enabled")
+    autoStopMinutes = StrictIntegerField(
+        min_value=1,
+        max_value=10080,
+        required=False,
+        source="auto_stop_minutes",
+        help_text="Idle minutes before auto-stop (default AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES)",
+    )
+    billingMode = serializers.ChoiceField(
+        choices=["onDemand", "spot"], required=False, source="billing_mode"
+    )
+
+
+class StartInstanceSerializer(serializers.Serializer):
+    healthCheckConfig = HealthCheckConfigSerializer(required=False)
+    targetPort = StrictIntegerField(min_value=1, max_value=65535, required=False)
+    webhookUrl = WebhookUrlField()
+
+
+class StartByNameSerializer(StartInstanceSerializer):
+    instanceName = StrictCharField(min_length=1, max_length=100)
+
+
+class StopInstanceSerializer(serializers.Serializer):
+    webhookUrl = WebhookUrlField()
+
+
+class StopByNameSerializer(StopInstanceSerializer):
+    instanceName = StrictCharField(min_length=1, max_length=100)
+
+
+class ListQuerySerializer(serializers.Serializer):
+    source = serializers.ChoiceField(choices=["all", "local", "novita"], default="all")
+    includeNovitaOnly = serializers.BooleanField(default=False)
+    syncLocalState = serializers.BooleanField(default=False)
+
+
+# --- Output shapes (documentation of what the views return) ----------------------------------
+
+
+class PortMappingOut(serializers.Serializer):
+    port = serializers.IntegerField()
+    endpoint = serializers.CharField(allow_null=True)
+    type = serializers.CharField()
+
+
+class ConnectionDetailsOut(serializers.Serializer):
+    ssh = serializers.CharField(required=False)
+    jupyter = serializers.CharField(required=False)
+    webTerminal = serializers.CharField(required=False)
+
+
+class InstanceSummaryOut(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    gpuNum = serializers.IntegerField()
+    region = serializers.CharField()
+    portMappings = PortMappingOut(many=True)
+    createdAt = serializers.DateTimeField()
+    readyAt = serializers.DateTimeField(required=False)
+    lastUsedAt = serializers.DateTimeField(required=False)
+    autoStopAt = serializers.DateTimeField(required=False, help_text="Auto-stop deadline")
+
+
+class InstanceDetailOut(InstanceSummaryOut):
+    desiredStatus = serializers.CharField()
+    productName = serializers.CharField()
+    templateId = serializers.CharField()
+    rootfsSize = serializers.IntegerField()
+    novitaInstanceId = serializers.CharField(allow_null=True)
+    connectionDetails = ConnectionDetailsOut()
+    autoStopEnabled = serializers.BooleanField()
+    autoStopMinutes = serializers.FloatField()
+    stoppedAt = serializers.DateTimeField(required=False)
+    failureReason = serializers.CharField(required=False)
+
+
+class InstanceListOut(serializers.Serializer):
+    instances = InstanceSummaryOut(many=True)
+    total = serializers.IntegerField()
+
+
+class CreateInstanceOut(serializers.Serializer):
+    instanceId = serializers.CharField()
+    status = serializers.CharField()
+    message = serializers.CharField()
+    estimatedReadyTime = serializers.DateTimeField()
+
+
+class OperationOut(serializers.Serializer):
+    instanceId = serializers.CharField()
+    novitaInstanceId = serializers.CharField(allow_null=True)
+    operationId = serializers.CharField()
+    status = serializers.CharField()
+    message = serializers.CharField()
+    estimatedReadyTime = serializers.DateTimeField(required=False)
+
+
+class ErrorBodyOut(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.JSONField(allow_null=True)
+    timestamp = serializers.DateTimeField()
+    requestId = serializers.CharField()
+
+
+class ErrorOut(serializers.Serializer):
+    error = ErrorBodyOut()

@@ -1,0 +1,202 @@
+"""Thin API views: validate, call a service, shape the response."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from novita_gateway.errors import InstanceNotFound
+from ops.timeutil import iso
+
+from .. import representations
+from ..models import Instance
+from ..services import lifecycle
+from . import serializers as s
+
+ERRORS = {
+    400: OpenApiResponse(s.ErrorOut, description="VALIDATION_ERROR"),
+    404: OpenApiResponse(s.ErrorOut, description="INSTANCE_NOT_FOUND"),
+    409: OpenApiResponse(s.ErrorOut, description="Name in use, or impossible in this state"),
+    502: OpenApiResponse(s.ErrorOut, description="NOVITA_API_ERROR"),
+    503: OpenApiResponse(s.ErrorOut, description="CIRCUIT_BREAKER_OPEN"),
+}
+
+
+def actor_of(request) -> str:
+    user = getattr(request, "user", None)
+    return getattr(user, "ident", "") or ""
+
+
+def get_instance_or_404(instance_id: str) -> Instance:
+    instance = Instance.objects.filter(pk=instance_id).first()
+    if instance is None:
+        raise InstanceNotFound(details=f"Instance with ID '{instance_id[:100]}' does not exist")
+    return instance
+
+
+def get_by_name_or_404(name: str) -> Instance:
+    instance = Instance.objects.filter(name=name).first()
+    if instance is None:
+        raise InstanceNotFound(details=f"Instance with name '{name[:100]}' does not exist")
+    return instance
+
+
+def validated(serializer_class, data):
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class InstanceListCreateView(APIView):
+    @extend_schema(
+        summary="List instances",
+        parameters=[s.ListQuerySerializer],
+        responses={200: s.InstanceListOut, 400: ERRORS[400]},
+    )
+    def get(self, request):
+        query = validated(s.ListQuerySerializer, request.query_params)
+        from ..services import sync
+
+        instances = sync.list_for_api(
+            source=query["source"],
+            include_novita_only=query["includeNovitaOnly"],
+            sync_local_state=query["syncLocalState"],
+        )
+        return Response({"instances": instances, "total": len(instances)})
+
+    @extend_schema(
+        summary="Create an instance",
+        request=s.CreateInstanceSerializer,
+        responses={201: s.CreateInstanceOut, 400: ERRORS[400], 409: ERRORS[409]},
+    )
+    def post(self, request):
+        data = validated(s.CreateInstanceSerializer, request.data)
+        instance = lifecycle.create_instance(data, actor=actor_of(request))
+        return Response(
+            {
+                "instanceId": instance.id,
+                "status": instance.status,
+                "message": "Instance creation initiated successfully",
+                "estimatedReadyTime": iso(lifecycle.estimated_ready_time(instance)),
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class InstanceDetailView(APIView):
+    @extend_schema(
+        summary="Get an instance's status and details",
+        description="Served from the gateway's database: polling causes no upstream call.",
+        responses={200: s.InstanceDetailOut, 404: ERRORS[404]},
+    )
+    def get(self, request, instance_id):
+        instance = get_instance_or_404(instance_id)
+        return Response(representations.instance_detail(instance))
+
+    @extend_schema(
+        summary="Terminate an instance",
+        description=(
+            "Deletes the instance upstream (GPU and disks stop being billed) and ends in "
+            "`terminated`. Answers 202 with status `stopping` while upstream removes it."
+        ),
+        request=None,
+        responses={202: s.OperationOut, 404: ERRORS[404], 409: ERRORS[409], 502: ERRORS[502]},
+    )
+    def delete(self, request, instance_id):
+        instance = get_instance_or_404(instance_id)
+        instance = lifecycle.delete_instance(instance, actor=actor_of(request))
+        return Response(
+            _operation(instance, "Instance termination initiated successfully"),
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+def _operation(instance: Instance, message: str, *, with_eta: bool = False) -> dict:
+    body = {
+        "instanceId": instance.id,
+        "novitaInstanceId": instance.novita_instance_id,
+        "operationId": instance.operation_id,
+        "status": instance.status,
+        "message": message,
+    }
+    if with_eta:
+        body["estimatedReadyTime"] = iso(lifecycle.estimated_ready_time(instance))
+    return body
+
+
+def _start(request, instance: Instance, data: dict) -> Response:
+    instance = lifecycle.start_instance(
+        instance,
+        health_check_config=data.get("healthCheckConfig"),
+        target_port=data.get("targetPort"),
+        webhook_url=data.get("webhookUrl"),
+        actor=actor_of(request),
+    )
+    return Response(
+        _operation(instance, "Instance start initiated successfully", with_eta=True),
+        status=status.HTTP_202_ACCEPTED,
+    )
+
+
+def _stop(request, instance: Instance, data: dict) -> Response:
+    stopped = lifecycle.stop_instance(
+        instance, webhook_url=data.get("webhookUrl"), actor=actor_of(request)
+    )
+    if stopped is None:
+        from novita_gateway.errors import InvalidInstanceState
+
+        raise InvalidInstanceState(
+            "Instance changed state meanwhile; try again", code="INSTANCE_STATE_CHANGED"
+        )
+    return Response(_operation(stopped, "Instance stop initiated successfully"))
+
+
+START_DOC = extend_schema(
+    summary="Start an instance",
+    description="Starts a stopped instance; follow it to `ready` by polling or webhook.",
+    request=s.StartInstanceSerializer,
+    responses={202: s.OperationOut, **ERRORS},
+)
+STOP_DOC = extend_schema(
+    summary="Stop an instance",
+    request=s.StopInstanceSerializer,
+    responses={200: s.OperationOut, **ERRORS},
+)
+
+
+class StartInstanceView(APIView):
+    @START_DOC
+    def post(self, request, instance_id):
+        data = validated(s.StartInstanceSerializer, request.data)
+        return _start(request, get_instance_or_404(instance_id), data)
+
+
+class StopInstanceView(APIView):
+    @STOP_DOC
+    def post(self, request, instance_id):
+        data = validated(s.StopInstanceSerializer, request.data)
+        return _stop(request, get_instance_or_404(instance_id), data)
+
+
+class StartByNameView(APIView):
+    @extend_schema(
+        summary="Start an instance by name",
+        request=s.StartByNameSerializer,
+        responses={202: s.OperationOut, **ERRORS},
+    )
+    def post(self, request):
+        data = validated(s.StartByNameSerializer, request.data)
+        return _start(request, get_by_name_or_404(data["instanceName"]), data)
+
+
+class StopByNameView(APIView):
+    @extend_schema(
+        summary="Stop an instance by name",
+        request=s.StopByNameSerializer,
+        responses={200: s.OperationOut, **ERRORS},
+    )
+    def post(self, request):
+        data = validated(s.StopByNameSerializer, request.data)
+        return _stop(request, get_by_name_or_404(data["instanceName"]), data)

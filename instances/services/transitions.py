@@ -1,0 +1,91 @@
+"""The one way an instance's status changes: a guarded update, an event and a webhook, atomically.
+
+A guarded update (`UPDATE ... WHERE pk = ? AND status IN (...)`) makes overlapping workers,
+sweeps and API calls harmless: exactly one of them wins each transition, the rest see 0 rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.utils import timezone
+
+from ops.context import current_request_id
+
+from ..models import Instance, InstanceEvent
+
+
+def record_event(
+    instance_id: str,
+    *,
+    source: str,
+    reason: str,
+    from_status: str = "",
+    to_status: str = "",
+    desired_status: str = "",
+    actor: str = "",
+) -> InstanceEvent:
+    return InstanceEvent.objects.create(
+        instance_id=instance_id,
+        source=source,
+        reason=reason[:2000],
+        from_status=from_status,
+        to_status=to_status,
+        desired_status=desired_status,
+        request_id=current_request_id() or "",
+        actor=actor[:150],
+    )
+
+
+def transition(
+    instance_id: str,
+    *,
+    expected: Iterable[str] | None,
+    to_status: str,
+    source: str,
+    reason: str,
+    actor: str = "",
+    notify: bool = True,
+    **fields,
+) -> Instance | None:
+    """Move an instance to `to_status` if its status is one of `expected` (None: any).
+
+    Returns the updated instance, or None when another actor got there first. `fields` are
+    written in the same UPDATE (e.g. desired_status, ready_at, next_poll_at).
+    """
+    from . import webhooks  # webhooks builds payloads from instances; avoid an import cycle
+
+    with transaction.atomic():
+        current = Instance.objects.filter(pk=instance_id).values_list("status", flat=True).first()
+        if current is None:
+            return None
+        query = Instance.objects.filter(pk=instance_id, status=current)
+        if expected is not None and current not in set(expected):
+            return None
+        updated = query.update(
+            status=to_status, last_change_source=source, updated_at=timezone.now(), **fields
+        )
+        if not updated:
+            return None
+        instance = Instance.objects.get(pk=instance_id)
+        record_event(
+            instance_id,
+            source=source,
+            reason=reason,
+            from_status=current,
+            to_status=to_status,
+            desired_status=instance.desired_status,
+            actor=actor,
+        )
+        if notify and current != to_status:
+            webhooks.enqueue_status_change(instance, reason=reason)
+        return instance
+
+
+def update_fields(instance_id: str, *, expected_status: str | None = None, **fields) -> bool:
+    """Write non-status fields, guarded by the status the caller based its decision on."""
+    query = Instance.objects.filter(pk=instance_id)
+    if expected_status is not None:
+        query = query.filter(status=expected_status)
+    return bool(query.update(updated_at=timezone.now(), **fields))

@@ -1,0 +1,287 @@
+"""The worker side: provisioning, monitoring to ready, stopping, failures, guarded claims."""
+
+import json
+from datetime import timedelta
+
+import pytest
+import requests
+from django.utils import timezone
+
+from instances.models import Instance, WebhookDelivery
+from instances.services import health_probe, lifecycle
+from instances.status import Desired, Status
+from tests.instances.upstream import remote_instance
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ports_answer(monkeypatch):
+    """Record which ports were probed and how; every probe succeeds."""
+    seen = []
+
+    def http(url, timeout):
+        seen.append(("http", url))
+        return True, "HTTP 200"
+
+    def tcp(host, port, timeout):
+        seen.append(("tcp", f"{host}:{port}"))
+        return True, "connected"
+
+    monkeypatch.setattr(health_probe, "_probe_http", http)
+    monkeypatch.setattr(health_probe, "_probe_tcp", tcp)
+    return seen
+
+
+def creating(make_instance, **fields):
+    defaults = {
+        "status": Status.CREATING,
+        "novita_instance_id": None,
+        "next_poll_at": timezone.now(),
+        "webhook_url": "https://hooks.example.com/h",
+        "readiness_deadline": timezone.now() + timedelta(minutes=10),
+    }
+    defaults.update(fields)
+    return make_instance(**defaults)
+
+
+def step(instance_id):
+    """One monitor step, as the worker runs it (claim first)."""
+    Instance.objects.filter(pk=instance_id).update(next_poll_at=timezone.now())
+    claimed = lifecycle.claim(instance_id)
+    assert claimed is not None
+    lifecycle.advance(claimed)
+    return Instance.objects.get(pk=instance_id)
+
+
+def webhook_statuses(instance):
+    return [json.loads(d.body)["status"] for d in instance.webhook_deliveries.order_by("id")]
+
+
+def test_provision_picks_cheapest_available_offer_and_template(make_instance, novita):
+    novita.catalogue()
+    novita.create_returns("nov-new")
+    instance = step(creating(make_instance).id)
+    (body,) = novita.bodies("/gpu/instance/create")
+    assert body["productId"] == "p-4090-cheap"
+    assert body["imageUrl"] == "pytorch/pytorch:latest"
+    assert body["ports"] == "8888/http,22/tcp"
+    assert body["name"] == instance.name and body["kind"] == "gpu"
+    assert instance.novita_instance_id == "nov-new"
+    assert instance.status == Status.CREATING
+
+
+def test_rejected_create_ends_failed_with_reason_and_webhook(make_instance, novita):
+    novita.catalogue()
+    novita.create_returns(
+        status=400,
+        body={"code": 400, "reason": "INSUFFICIENT_RESOURCE", "message": "no capacity"},
+    )
+    instance = step(creating(make_instance).id)
+    assert instance.status == Status.FAILED
+    assert "INSUFFICIENT_RESOURCE" in instance.failure_reason
+    assert webhook_statuses(instance) == ["failed"]
+    payload = json.loads(instance.webhook_deliveries.get().body)
+    assert "INSUFFICIENT_RESOURCE" in payload["data"]["reason"]
+
+
+def test_unknown_product_fails_without_create_call(make_instance, novita):
+    novita.catalogue()
+    instance = step(creating(make_instance, product_name="Imaginary GPU").id)
+    assert instance.status == Status.FAILED
+    assert novita.calls("/gpu/instance/create") == []
+
+
+def test_ambiguous_create_is_looked_up_before_retrying(make_instance, novita):
+    novita.catalogue()
+    novita.mock.post(
+        "https://novita.test/gpu-instance/openapi/v1/gpu/instance/create",
+        body=requests.exceptions.ReadTimeout("read timed out"),
+    )
+    instance = step(creating(make_instance, name="ambiguous").id)
+    assert instance.status == Status.CREATING and instance.novita_instance_id is None
+    # Upstream did create it despite the timeout: the retry must adopt it, not create again.
+    novita.list_returns([remote_instance("nov-made", "ambiguous", status="creating")])
+    instance = step(instance.id)
+    assert instance.novita_instance_id == "nov-made"
+    assert len(novita.calls("/gpu/instance/create")) == 1
+
+
+def test_monitor_takes_instance_to_ready_after_ports_answer(make_instance, novita, ports_answer):
+    instance = creating(make_instance, novita_instance_id="nov-1")
+    novita.get_returns(remote_instance("nov-1", instance.name, status="pulling"))
+    instance = step(instance.id)
+    assert instance.status == Status.CREATING
+    novita.mock.replace(
+        "GET",
+        "https://novita.test/gpu-instance/openapi/v1/gpu/instance",
+        json=remote_instance("nov-1", instance.name, status="running"),
+    )
+    instance = step(instance.id)
+    assert instance.status == Status.READY
+    assert instance.ready_at is not None and instance.auto_stop_at is not None
+    assert instance.next_poll_at is None
+    assert instance.connection_details["ssh"] == "ssh root@abc.novita.test -p 22"
+    assert "hunter2" not in json.dumps(instance.connection_details)
+    assert webhook_statuses(instance) == ["health_checking", "ready"]
+    # Only the HTTP port is probed by default, and with an HTTP GET.
+    assert ports_answer == [("http", "https://abc.novita.test:8888")]
+
+
+def test_ssh_target_port_gets_tcp_connect_not_http(make_instance, novita, ports_answer):
+    instance = make_instance(
+        status=Status.STARTING,
+        target_port=22,
+        readiness_deadline=timezone.now() + timedelta(minutes=5),
+    )
+    novita.get_returns(remote_instance(instance.novita_instance_id, instance.name))
+    instance = step(instance.id)
+    assert instance.status == Status.READY
+    assert ports_answer == [("tcp", "abc.novita.test:22")]
+
+
+def test_ports_not_answering_keep_health_checking_until_deadline(
+    make_instance, novita, monkeypatch
+):
+    monkeypatch.setattr(health_probe, "_probe_http", lambda url, timeout: (False, "refused"))
+    instance = make_instance(
+        status=Status.STARTING,
+        health_check_config={"retryAttempts": 0, "retryDelayMs": 100},
+        readiness_deadline=timezone.now() + timedelta(minutes=5),
+    )
+    novita.get_returns(remote_instance(instance.novita_instance_id, instance.name))
+    instance = step(instance.id)
+    assert instance.status == Status.HEALTH_CHECKING
+    Instance.objects.filter(pk=instance.pk).update(
+        readiness_deadline=timezone.now() - timedelta(seconds=1)
+    )
+    instance = step(instance.id)
+    assert instance.status == Status.FAILED
+    assert "maxWaitTimeMs" in instance.failure_reason
+
+
+def test_upstream_status_error_fails_instance(make_instance, novita):
+    instance = creating(make_instance, novita_instance_id="nov-1")
+    novita.get_returns(
+        remote_instance(
+            "nov-1",
+            instance.name,
+            status="exited",
+            statusError={"state": "failed", "message": "OOM"},
+        )
+    )
+    instance = step(instance.id)
+    assert instance.status == Status.FAILED
+    assert "OOM" in instance.failure_reason
+
+
+def test_stop_monitor_ends_stopped_when_upstream_exited(make_instance, novita):
+    instance = make_instance(status=Status.STOPPING, desired_status=Desired.STOPPED)
+    novita.get_returns(remote_instance(instance.novita_instance_id, instance.name, status="exited"))
+    instance = step(instance.id)
+    assert instance.status == Status.STOPPED
+    assert instance.stopped_at is not None and instance.next_poll_at is None
+
+
+def test_instance_exiting_on_its_own_is_exited_not_stopped(make_instance, novita):
+    instance = make_instance(status=Status.STARTING, drive_attempts=0)
+    novita.get_returns(
+        remote_instance(instance.novita_instance_id, instance.name, status="stopping")
+    )
+    instance = step(instance.id)
+    assert instance.status == Status.STOPPING
+    novita.mock.replace(
+        "GET",
+        "https://novita.test/gpu-instance/openapi/v1/gpu/instance",
+        json=remote_instance(instance.novita_instance_id, instance.name, status="exited"),
+    )
+    instance = step(instance.id)
+    assert instance.status == Status.EXITED
+
+
+def test_failed_stop_is_driven_again_then_fails_visibly(make_instance, novita):
+    instance = make_instance(status=Status.STOPPING, desired_status=Desired.STOPPED)
+    novita.get_returns(remote_instance(instance.novita_instance_id, instance.name))
+    novita.action_returns("stop")
+    for _ in range(lifecycle.MAX_DRIVE_ATTEMPTS):
+        instance = step(instance.id)
+        assert instance.status == Status.STOPPING
+    assert len(novita.calls("/gpu/instance/stop")) == lifecycle.MAX_DRIVE_ATTEMPTS
+    instance = step(instance.id)
+    assert instance.status == Status.FAILED
+    assert "stop attempts" in instance.failure_reason
+
+
+def test_instance_gone_upstream_becomes_terminated(make_instance, novita):
+    instance = make_instance(status=Status.STOPPING, desired_status=Desired.TERMINATED)
+    novita.get_returns(
+        status=400, body={"code": 400, "reason": "RESOURCE_NOT_FOUND", "message": "gone"}
+    )
+    instance = step(instance.id)
+    assert instance.status == Status.TERMINATED
+    assert instance.events.filter(to_status="terminated", reason__contains="deleted").exists()
+
+
+def test_unknown_upstream_status_keeps_current_status(make_instance, novita):
+    instance = make_instance(status=Status.STARTING)
+    novita.get_returns(
+        remote_instance(instance.novita_instance_id, instance.name, status="teleporting")
+    )
+    instance = step(instance.id)
+    assert instance.status == Status.STARTING
+    assert instance.upstream_status == "teleporting"
+    assert instance.next_poll_at is not None
+
+
+def test_upstream_outage_keeps_polling_with_backoff(make_instance, novita):
+    instance = make_instance(
+        status=Status.STARTING,
+        poll_interval=2.0,
+        readiness_deadline=timezone.now() + timedelta(minutes=5),
+    )
+    novita.get_returns(status=503, body={"code": 503, "reason": "UNKNOWN", "message": "down"})
+    instance = step(instance.id)
+    assert instance.status == Status.STARTING
+    assert instance.poll_interval == pytest.approx(3.0)
+
+
+def test_only_one_of_two_overlapping_claims_wins(make_instance):
+    instance = make_instance(status=Status.STARTING, next_poll_at=timezone.now())
+    assert lifecycle.claim(instance.id) is not None
+    assert lifecycle.claim(instance.id) is None
+
+
+def test_monitor_sweep_claims_each_due_instance_once(make_instance):
+    due = [make_instance(status=Status.STARTING, next_poll_at=timezone.now()) for _ in range(3)]
+    make_instance(status=Status.STARTING, next_poll_at=timezone.now() + timedelta(minutes=1))
+    first = lifecycle.claim_due()
+    second = lifecycle.claim_due()
+    assert {pk for pk, _ in first} == {i.pk for i in due}
+    assert second == []
+
+
+def test_worker_that_died_mid_monitor_is_picked_up_after_lease(make_instance):
+    instance = make_instance(status=Status.STARTING, next_poll_at=timezone.now())
+    assert lifecycle.claim(instance.id) is not None
+    # The worker died: nobody rescheduled. Once the lease passes, the sweep claims it again.
+    Instance.objects.filter(pk=instance.pk).update(
+        next_poll_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert [pk for pk, _ in lifecycle.claim_due()] == [instance.pk]
+
+
+def test_status_change_writes_outbox_row_only_with_webhook_url(make_instance, novita):
+    with_hook = make_instance(
+        status=Status.STOPPING,
+        desired_status=Desired.STOPPED,
+        webhook_url="https://hooks.example.com/x",
+    )
+    without = make_instance(status=Status.STOPPING, desired_status=Desired.STOPPED)
+    novita.mock.get(
+        "https://novita.test/gpu-instance/openapi/v1/gpu/instance",
+        json=remote_instance(status="exited"),
+    )
+    step(with_hook.id)
+    step(without.id)
+    assert WebhookDelivery.objects.filter(instance=with_hook).count() == 1
+    assert WebhookDelivery.objects.filter(instance=without).count() == 0

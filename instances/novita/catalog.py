@@ -115,7 +115,7 @@ def _clusters(client: NovitaClient) -> list[Cluster]:
 
 
 def resolve_cluster(region: str, client: NovitaClient | None = None) -> Cluster:
-    """The upstream cluster for a region code: its id equals the code, or its name starts with it."""
+    """The cluster for a region code: its id equals the code, or its name starts with it."""
     client = client or get_client()
     wanted = (region or "").strip().lower()
     if not wanted:

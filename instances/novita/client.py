@@ -61,7 +61,7 @@ MAX_ERROR_TEXT = 300
 MAX_PAGES = 1000
 
 _SECRET_FIELD_RE = re.compile(
-    r"(?i)(\b(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|authorization)"
+    r"(?i)((?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|authorization)"
     r"[\"']?\s*[:=]\s*[\"']?)(?:bearer\s+)?[^\s\"',;&}]+"
 )
 _BEARER_RE = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
@@ -77,15 +77,23 @@ def _snake_to_camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-def _items(data: Any, *keys: str) -> list:
-    """The list inside a response body: upstream wraps lists under varying keys."""
+def _items(operation: str, data: Any, *keys: str) -> list:
+    """The list inside a response body: upstream wraps lists under varying keys.
+
+    A missing or null list means "none" (upstream may omit empty fields), but a body that is not
+    an object at all is malformed: reading it as "no instances" could make a reconcile believe
+    everything was deleted.
+    """
     if isinstance(data, list):
         return data
-    if isinstance(data, dict):
-        for key in keys:
-            value = data.get(key)
-            if isinstance(value, list):
-                return value
+    if not isinstance(data, dict):
+        raise NovitaPermanentError(
+            "upstream answered a listing with a body that is not an object", operation=operation
+        )
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, list):
+            return value
     return []
 
 
@@ -133,6 +141,7 @@ class NovitaClient:
         failure_threshold: int = 5,
         reset_timeout: float = 60,
         redis_url: str = "",
+        breaker_namespace: str = "novita",
         on_call: OnCall | None = None,
         session: requests.Session | None = None,
     ):
@@ -174,7 +183,7 @@ class NovitaClient:
             }
         )
 
-        self._storage = self._make_storage(redis_url)
+        self._storage = self._make_storage(redis_url, breaker_namespace)
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=max(1, int(failure_threshold)),
             reset_timeout=reset_timeout,
@@ -187,7 +196,7 @@ class NovitaClient:
         )
 
     @staticmethod
-    def _make_storage(redis_url: str) -> pybreaker.CircuitBreakerStorage:
+    def _make_storage(redis_url: str, namespace: str) -> pybreaker.CircuitBreakerStorage:
         if redis_url:
             try:
                 import redis
@@ -196,7 +205,7 @@ class NovitaClient:
                     redis_url, socket_connect_timeout=0.5, socket_timeout=0.5
                 )
                 return pybreaker.CircuitRedisStorage(
-                    pybreaker.STATE_CLOSED, conn, namespace="novita"
+                    pybreaker.STATE_CLOSED, conn, namespace=namespace
                 )
             except Exception as exc:
                 # Redis down at start-up must not stop the gateway; each process then keeps
@@ -211,11 +220,15 @@ class NovitaClient:
 
     @property
     def breaker_state(self) -> str:
-        """ "closed", "open" or "half-open" (open, but the next call will be let through)."""
+        """Circuit state: "closed", "open", or "half-open" (open, next call goes through)."""
         state = self._storage.state
         if state == pybreaker.STATE_OPEN and not self._open_and_waiting():
             return pybreaker.STATE_HALF_OPEN
         return state
+
+    def reset_breaker(self) -> None:
+        """Close the circuit and zero its counters (shared ones too, when kept in Redis)."""
+        self._breaker.close()
 
     def _open_and_waiting(self) -> bool:
         opened_at = self._storage.opened_at
@@ -422,7 +435,9 @@ class NovitaClient:
             message = response.text if response.content else ""
             if not message.strip():
                 message = response.reason or f"HTTP {response.status_code}"
-        reason_text = _REASON_RE.sub("", reason)[:64] if isinstance(reason, str) else ""
+        reason_text = ""
+        if isinstance(reason, str):
+            reason_text = _REASON_RE.sub("", self._sanitise(reason))[:64]
         return reason_text, self._sanitise(message)
 
     def _sanitise(self, text: str) -> str:
@@ -460,7 +475,7 @@ class NovitaClient:
                 params={**params, "pageSize": page_size, "pageNum": page_num},
                 headers=headers,
             )
-            raw = _items(data, *keys)
+            raw = _items(operation, data, *keys)
             total = as_int(data.get("total")) if isinstance(data, dict) else None
             yield Page(items=[parse(item) for item in raw], page_num=page_num, total=total)
             seen += len(raw)
@@ -478,7 +493,9 @@ class NovitaClient:
 
     def list_clusters(self) -> list[Cluster]:
         data = self._request("list_clusters", "GET", self._v1 + "/clusters")
-        return [Cluster.from_api(item) for item in _items(data, "data", "clusters")]
+        return [
+            Cluster.from_api(item) for item in _items("list_clusters", data, "data", "clusters")
+        ]
 
     def list_products(
         self,
@@ -494,7 +511,9 @@ class NovitaClient:
             billingMethod=billing_method,
         )
         data = self._request("list_products", "GET", self._v1 + "/products", params=params)
-        return [Product.from_api(item) for item in _items(data, "data", "products")]
+        return [
+            Product.from_api(item) for item in _items("list_products", data, "data", "products")
+        ]
 
     def iter_template_pages(
         self,

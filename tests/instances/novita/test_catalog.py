@@ -1,0 +1,240 @@
+"""Catalog resolution: region -> cluster, productName -> cheapest deployable product, templateId
+-> create fields, all cached."""
+
+import pytest
+import responses
+from django.core.cache import caches
+from responses import matchers
+
+from instances.novita.catalog import (
+    clear_catalog_cache,
+    resolve_cluster,
+    resolve_product,
+    resolve_template,
+)
+from instances.novita.client import NovitaClient
+from instances.novita.errors import NovitaTransientError, ResolutionError
+
+BASE = "https://novita.test/gpu-instance/openapi"
+V1 = BASE + "/v1"
+
+CLUSTERS = {
+    "data": [
+        {"id": "CN-HK-01", "name": "CN-HK-01 (Hong Kong)"},
+        {"id": "c-us-ca-06", "name": "US-CA-06 (California)"},
+    ]
+}
+
+
+@pytest.fixture(autouse=True)
+def locmem_caches(settings):
+    settings.CACHES = {
+        alias: {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": alias}
+        for alias in ("default", "products", "templates", "clusters")
+    }
+    settings.CATALOG_CACHE_SECONDS = 300
+    for alias in settings.CACHES:
+        caches[alias].clear()
+
+
+@pytest.fixture
+def mocked():
+    with responses.RequestsMock() as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def client():
+    return NovitaClient(BASE, "test-key", read_retries=0)
+
+
+def product(pid, name="RTX 4090 24GB", price=35000, available=True, regions=()):
+    return {
+        "id": pid,
+        "name": name,
+        "price": price,
+        "availableDeploy": available,
+        "regions": list(regions),
+    }
+
+
+def mock_products(mocked, cluster_id, products, gpu_num=1):
+    mocked.get(
+        V1 + "/products",
+        match=[matchers.query_param_matcher({"clusterId": cluster_id, "gpuNum": str(gpu_num)})],
+        json={"data": products},
+    )
+
+
+# --- clusters -------------------------------------------------------------------------------
+
+
+def test_region_resolves_to_the_cluster_with_that_id(mocked, client):
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    assert resolve_cluster("CN-HK-01", client=client).id == "CN-HK-01"
+
+
+def test_region_resolves_to_a_cluster_whose_name_starts_with_it(mocked, client):
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    assert resolve_cluster("us-ca-06", client=client).id == "c-us-ca-06"
+
+
+def test_unknown_region_is_a_resolution_error(mocked, client):
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    with pytest.raises(ResolutionError, match="EU-WEST-01"):
+        resolve_cluster("EU-WEST-01", client=client)
+
+
+# --- products -------------------------------------------------------------------------------
+
+
+def test_cheapest_available_offer_is_chosen(mocked, client):
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    mock_products(
+        mocked,
+        "CN-HK-01",
+        [
+            product("p-expensive", price=50000),
+            product("p-cheap-but-full", price=10000, available=False),
+            product("p-cheapest", name="rtx 4090 24gb", price=30000),
+            product("p-other-model", name="RTX 4090 24GB x", price=1),
+            product("p-unpriced", price=None),
+        ],
+    )
+    chosen = resolve_product("RTX 4090 24GB", "CN-HK-01", client=client)
+    assert chosen.id == "p-cheapest"
+
+
+def test_products_offered_in_other_clusters_are_skipped(mocked, client):
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    mock_products(
+        mocked,
+        "c-us-ca-06",
+        [
+            product("p-elsewhere", price=1000, regions=["CN-HK-01 (Hong Kong)"]),
+            product("p-here", price=9000, regions=["US-CA-06 (California)"]),
+            product("p-everywhere", price=20000, regions=[]),
+        ],
+    )
+    assert resolve_product("RTX 4090 24GB", "US-CA-06", client=client).id == "p-here"
+
+
+def test_gpu_num_is_sent_upstream(mocked, client):
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    mock_products(mocked, "CN-HK-01", [product("p-2gpu")], gpu_num=2)
+    assert resolve_product("RTX 4090 24GB", "CN-HK-01", gpu_num=2, client=client).id == "p-2gpu"
+
+
+def test_unknown_product_is_a_resolution_error(mocked, client):
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    mock_products(mocked, "CN-HK-01", [product("p-1")])
+    with pytest.raises(ResolutionError) as caught:
+        resolve_product("H100 80GB", "CN-HK-01", client=client)
+    assert str(caught.value) == "Product 'H100 80GB' is not offered in region CN-HK-01"
+    assert caught.value.reason == "PRODUCT_NOT_OFFERED"
+
+
+def test_product_with_every_offer_unavailable_reports_no_capacity(mocked, client):
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    mock_products(mocked, "CN-HK-01", [product("p-1", available=False)])
+    with pytest.raises(ResolutionError, match="no capacity") as caught:
+        resolve_product("RTX 4090 24GB", "CN-HK-01", client=client)
+    assert caught.value.reason == "NO_CAPACITY"
+
+
+def test_second_resolve_is_served_from_cache(mocked, client):
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    mock_products(mocked, "CN-HK-01", [product("p-1")])
+
+    first = resolve_product("RTX 4090 24GB", "CN-HK-01", client=client)
+    calls_after_first = len(mocked.calls)
+    second = resolve_product("RTX 4090 24GB", "CN-HK-01", client=client)
+
+    assert calls_after_first == 2
+    assert len(mocked.calls) == 2
+    assert second == first
+
+
+def test_clearing_the_catalog_cache_fetches_again(mocked, client):
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    mock_products(mocked, "CN-HK-01", [product("p-1")])
+    resolve_product("RTX 4090 24GB", "CN-HK-01", client=client)
+    clear_catalog_cache()
+    resolve_product("RTX 4090 24GB", "CN-HK-01", client=client)
+    assert len(mocked.calls) == 4
+
+
+def test_upstream_errors_are_not_cached(mocked, client):
+    mocked.get(V1 + "/clusters", status=503)
+    with pytest.raises(NovitaTransientError):
+        resolve_cluster("CN-HK-01", client=client)
+    mocked.replace(responses.GET, V1 + "/clusters", json=CLUSTERS)
+    assert resolve_cluster("CN-HK-01", client=client).id == "CN-HK-01"
+
+
+def test_falls_back_to_the_default_cache_without_catalog_aliases(settings, mocked, client):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "d"}
+    }
+    caches["default"].clear()
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    resolve_cluster("CN-HK-01", client=client)
+    resolve_cluster("CN-HK-01", client=client)
+    assert len(mocked.calls) == 1
+
+
+# --- templates ------------------------------------------------------------------------------
+
+TEMPLATE = {
+    "template": {
+        "Id": "pytorch-jupyter",
+        "image": "pytorch/pytorch:2.3",
+        "imageAuth": "auth-1",
+        "startCommand": "jupyter lab --ip=0.0.0.0",
+        "entrypoint": "",
+        "rootfsSize": "60",
+        "ports": [{"type": "http", "ports": [8888]}, {"type": "tcp", "ports": ["22"]}],
+        "envs": [{"key": "JUPYTER_TOKEN", "value": "abc"}],
+    }
+}
+
+
+def test_template_is_mapped_to_create_fields(mocked, client):
+    mocked.get(
+        V1 + "/template",
+        match=[matchers.query_param_matcher({"templateId": "pytorch-jupyter"})],
+        json=TEMPLATE,
+    )
+    spec = resolve_template("pytorch-jupyter", client=client)
+    assert spec.image_url == "pytorch/pytorch:2.3"
+    assert spec.command == "jupyter lab --ip=0.0.0.0"
+    assert spec.entrypoint is None
+    assert spec.ports == "8888/http,22/tcp"
+    assert spec.port_list == [(8888, "http"), (22, "tcp")]
+    assert spec.envs == [{"key": "JUPYTER_TOKEN", "value": "abc"}]
+    assert spec.rootfs_size == 60
+    assert spec.image_auth_id == "auth-1"
+
+
+def test_template_resolution_is_cached(mocked, client):
+    mocked.get(V1 + "/template", json=TEMPLATE)
+    first = resolve_template("pytorch-jupyter", client=client)
+    second = resolve_template("pytorch-jupyter", client=client)
+    assert first == second
+    assert len(mocked.calls) == 1
+
+
+def test_unknown_template_is_a_resolution_error(mocked, client):
+    mocked.get(
+        V1 + "/template",
+        status=400,
+        json={"code": 400, "reason": "TEMPLATE_NOT_FOUND", "message": "template not found"},
+    )
+    with pytest.raises(ResolutionError, match="Template 'nope' was not found"):
+        resolve_template("nope", client=client)
+
+
+def test_template_without_image_is_a_resolution_error(mocked, client):
+    mocked.get(V1 + "/template", json={"template": {"Id": "t", "image": ""}})
+    with pytest.raises(ResolutionError, match="no image"):
+        resolve_template("t", client=client)

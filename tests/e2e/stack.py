@@ -5,6 +5,7 @@ Redis database number and its own runtime folder, so it never sees the unit test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -330,10 +331,8 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         self.webhooks.close()
         if self._pg_name:
             import psycopg

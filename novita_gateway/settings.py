@@ -62,6 +62,8 @@ AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_ENABLED = not TESTING or env.bool("AXES_ENABLED", default=False)
+# Behind a proxy every login would otherwise share the proxy's address: one lock-out for all.
+AXES_CLIENT_IP_CALLABLE = "ops.auth.client_ip"
 
 ROOT_URLCONF = "novita_gateway.urls"
 WSGI_APPLICATION = "novita_gateway.wsgi.application"
@@ -170,6 +172,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Load-balancer probes often speak plain http; /health carries nothing secret.
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
+# Origins allowed to POST admin forms when a proxy changes the Host (e.g. https://gw.example.com).
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
 
 # Request bodies above this are answered 413 before parsing.

@@ -1,42 +1,82 @@
-"""Client authentication by API key (`Authorization: Bearer` or `X-API-Key`)."""
+"""Client authentication by API key (`Authorization: Bearer` or `X-API-Key`).
+
+Keys come from GATEWAY_API_KEYS and from ApiKey rows issued in the admin. As soon as any key
+exists, every DRF view requires one (DRF defaults in settings), and plain Django views opt in
+with `api_key_required`. With no key anywhere the API is open, and says so in the log.
+"""
 
 import hmac
-import time
+import ipaddress
+import logging
+from functools import wraps
 
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 
+from novita_gateway.errors import error_response
+
 from .models import ApiKey, hash_key
 
-# Whether any admin-issued key exists is asked at most every few seconds per process.
-_ACTIVE_KEYS_TTL = 5.0
-_active_cache: dict[str, float | bool] = {"at": 0.0, "value": False}
+logger = logging.getLogger("novita_gateway.auth")
+
+# Whether any admin-issued key exists is kept in the shared default cache, so every process
+# sees a new key at once (ApiKey saves and deletes drop the entry, see models.py) and a request
+# without a key costs no query. Unreachable cache: each request asks the database instead.
+CONFIGURED_CACHE_KEY = "ops:api-keys-configured"
+_CONFIGURED_CACHE_SECONDS = 30
+_LAST_USED_RESOLUTION_SECONDS = 60
+WWW_AUTHENTICATE = 'Bearer realm="api"'
+
+_warned_open = False
+
+
+def env_keys() -> list[str]:
+    # "GATEWAY_API_KEYS=" or a stray comma must not count as a configured (empty) key.
+    return [k.strip() for k in settings.GATEWAY_API_KEYS or [] if k and k.strip()]
 
 
 def admin_keys_exist() -> bool:
-    now = time.monotonic()
-    if now - _active_cache["at"] > _ACTIVE_KEYS_TTL:
-        _active_cache["value"] = ApiKey.objects.filter(revoked_at__isnull=True).exists()
-        _active_cache["at"] = now
-    return bool(_active_cache["value"])
+    # Revoked keys count: revoking the last key must lock the API, never open it.
+    cached = cache.get(CONFIGURED_CACHE_KEY)
+    if cached is None:
+        cached = ApiKey.objects.exists()
+        cache.set(CONFIGURED_CACHE_KEY, cached, _CONFIGURED_CACHE_SECONDS)
+    return bool(cached)
 
 
 def forget_cached_keys() -> None:
-    _active_cache["at"] = 0.0
+    cache.delete(CONFIGURED_CACHE_KEY)
 
 
 def keys_configured() -> bool:
-    return bool(settings.GATEWAY_API_KEYS) or admin_keys_exist()
+    configured = bool(env_keys()) or admin_keys_exist()
+    if not configured:
+        _warn_open_once()
+    return configured
+
+
+def _warn_open_once() -> None:
+    # The start-up warning cannot see admin-issued keys (no database in AppConfig.ready), so
+    # every serving process also says it when it actually answers a request unauthenticated.
+    global _warned_open
+    if not _warned_open:
+        _warned_open = True
+        logger.warning(
+            "No API keys configured: the API is OPEN to anyone who can reach it. Set "
+            "GATEWAY_API_KEYS or run `python manage.py issue_api_key NAME`."
+        )
 
 
 def presented_key(request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip() or None
-    return request.headers.get("X-API-Key") or None
+    return request.headers.get("X-API-Key", "").strip() or None
 
 
 class ApiClient:
@@ -47,6 +87,33 @@ class ApiClient:
     def __init__(self, ident: str):
         self.ident = ident
 
+    def __str__(self):
+        return self.ident
+
+
+def identify(raw: str) -> tuple[ApiClient, ApiKey | None] | None:
+    """The client a presented key belongs to, or None for an unknown or revoked key."""
+    # Hashing first gives equal-length ASCII strings to compare_digest, whatever the client
+    # sent, and every configured key is compared so the timing says nothing about which matched.
+    digest = hash_key(raw)
+    matched = None
+    for index, configured in enumerate(env_keys()):
+        if hmac.compare_digest(hash_key(configured), digest) and matched is None:
+            matched = f"env:{index}"
+    if matched:
+        return ApiClient(matched), None
+    key = ApiKey.objects.filter(key_hash=digest).first()
+    if key is None or not hmac.compare_digest(key.key_hash, digest) or not key.is_active:
+        return None
+    # Touch last_used_at at most once a minute to keep hot paths write-free.
+    now = timezone.now()
+    if (
+        key.last_used_at is None
+        or (now - key.last_used_at).total_seconds() > _LAST_USED_RESOLUTION_SECONDS
+    ):
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return ApiClient(f"key:{key.pk}"), key
+
 
 class ApiKeyAuthentication(BaseAuthentication):
     """Accepts keys from GATEWAY_API_KEYS or issued in the admin."""
@@ -55,31 +122,95 @@ class ApiKeyAuthentication(BaseAuthentication):
         raw = presented_key(request)
         if raw is None or not keys_configured():
             return None
-        digest = hash_key(raw)
-        # Compare every configured key in constant time, so timing tells nothing.
-        matched = False
-        for index, configured in enumerate(settings.GATEWAY_API_KEYS):
-            if hmac.compare_digest(hash_key(configured), digest):
-                matched = f"env:{index}"
-        if matched:
-            return ApiClient(matched), None
-        key = ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True).first()
-        if key is None or not hmac.compare_digest(key.key_hash, digest):
+        result = identify(raw)
+        if result is None:
+            # Same answer for unknown and revoked keys: no hint about which keys exist.
             raise AuthenticationFailed()
-        # Touch last_used_at at most once a minute to keep hot paths write-free.
-        now = timezone.now()
-        if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
-            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        return ApiClient(f"key:{key.pk}"), key
+        return result
 
     def authenticate_header(self, request):
-        return 'Bearer realm="api"'
+        return WWW_AUTHENTICATE
 
 
 class HasApiKeyWhenConfigured(BasePermission):
-    """Open API when no key is configured (logged loudly at start), else a key is required."""
+    """Open API when no key is configured (logged loudly), else a key is required."""
 
     def has_permission(self, request, view):
-        if not keys_configured():
+        if request.user is not None and getattr(request.user, "is_authenticated", False):
             return True
-        return request.user is not None and getattr(request.user, "is_authenticated", False)
+        return not keys_configured()
+
+
+def api_key_required(view):
+    """The same rule for plain Django views (e.g. /metrics): a key once any is configured."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if keys_configured():
+            raw = presented_key(request)
+            result = identify(raw) if raw is not None else None
+            if result is None:
+                return error_response(
+                    401,
+                    "UNAUTHORIZED",
+                    "A valid API key is required",
+                    headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+                )
+            request.api_client = result[0]
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def _networks(entries) -> list:
+    nets = []
+    for entry in entries or []:
+        try:
+            nets.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            logger.warning("ignoring invalid TRUSTED_PROXIES entry %r", entry)
+    return nets
+
+
+def _trusted(address: str, nets) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in nets)
+
+
+def client_ip(request) -> str | None:
+    """The caller's IP: X-Forwarded-For is believed only when it comes from TRUSTED_PROXIES."""
+    remote = request.META.get("REMOTE_ADDR")
+    nets = _networks(settings.TRUSTED_PROXIES)
+    if not remote or not nets or not _trusted(remote, nets):
+        return remote
+    forwarded = [
+        a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()
+    ]
+    # Walk from the nearest hop outwards; the first address no trusted proxy vouches for is
+    # the client (anything further left is whatever the client chose to send).
+    for address in reversed(forwarded):
+        if not _trusted(address, nets):
+            try:
+                return str(ipaddress.ip_address(address))
+            except ValueError:
+                return remote
+    return remote
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Documents both ways of presenting a key in the OpenAPI schema (either one will do)."""
+
+    target_class = "ops.auth.ApiKeyAuthentication"
+    name = ["ApiKeyBearer", "ApiKeyHeader"]
+
+    def get_security_requirement(self, auto_schema):
+        return [{"ApiKeyBearer": []}, {"ApiKeyHeader": []}]
+
+    def get_security_definition(self, auto_schema):
+        return [
+            {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+            {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        ]

@@ -3,12 +3,17 @@
 import hashlib
 import secrets
 
-from django.db import models
+from django.db import models, transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
+
+KEY_PREFIX = "ngw_"
 
 
 def hash_key(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
+    # Keys are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(raw.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
 class ApiKey(models.Model):
@@ -34,9 +39,33 @@ class ApiKey(models.Model):
     def is_active(self) -> bool:
         return self.revoked_at is None
 
+    def set_new_secret(self) -> str:
+        """Give this (unsaved) key a fresh secret and return it; only its hash is kept."""
+        raw = KEY_PREFIX + secrets.token_urlsafe(32)
+        self.prefix = raw[:12]
+        self.key_hash = hash_key(raw)
+        return raw
+
     @classmethod
     def issue(cls, name: str) -> tuple["ApiKey", str]:
         """Create a key and return it with the raw secret, which is never stored."""
-        raw = "ngw_" + secrets.token_urlsafe(32)
-        key = cls.objects.create(name=name, prefix=raw[:12], key_hash=hash_key(raw))
+        key = cls(name=name)
+        raw = key.set_new_secret()
+        key.save()
         return key, raw
+
+    @classmethod
+    def revoke_all(cls, queryset) -> int:
+        """Revoke the still-active keys of `queryset`; returns how many were revoked."""
+        return queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+@receiver(post_save, sender=ApiKey)
+@receiver(post_delete, sender=ApiKey)
+def _keys_changed(sender, **kwargs):
+    # The first issued key must lock the API at once in every process, not after a cache TTL.
+    # Again after commit: a request that read the table just before it would re-cache "none".
+    from .auth import forget_cached_keys
+
+    forget_cached_keys()
+    transaction.on_commit(forget_cached_keys)

@@ -141,7 +141,9 @@ def exception_handler(exc, context):
     if isinstance(exc, drf_exceptions.UnsupportedMediaType):
         return _drf(415, "UNSUPPORTED_MEDIA_TYPE", "Send a JSON body", str(exc.detail))
     if isinstance(exc, (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed)):
-        return _drf(401, "UNAUTHORIZED", "A valid API key is required", None)
+        auth_header = getattr(exc, "auth_header", None)
+        headers = {"WWW-Authenticate": auth_header} if auth_header else None
+        return _drf(401, "UNAUTHORIZED", "A valid API key is required", None, headers)
     if isinstance(exc, drf_exceptions.PermissionDenied):
         return _drf(403, "FORBIDDEN", "Not allowed", None)
     if isinstance(exc, drf_exceptions.Throttled):

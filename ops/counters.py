@@ -8,6 +8,7 @@ failing the request that is being counted.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sqlite3
 import threading
@@ -22,6 +23,9 @@ _VALUES = "ngw:values"
 _lock = threading.Lock()
 _state: dict = {"redis": None, "sqlite": None, "redis_down_until": 0.0}
 _memory: dict[str, float] = {}
+_sqlite_pending: dict[str, float] = {}
+_sqlite_flushed = [0.0]
+_SQLITE_FLUSH_SECONDS = 0.5
 _memory_values: dict[str, str] = {}
 
 
@@ -79,16 +83,38 @@ def incr_many(amounts: dict[str, float]) -> None:
         except Exception as exc:  # noqa: BLE001 - any Redis failure degrades to memory
             _redis_failed(exc)
     if not settings.REDIS_URL:
+        # SQLite takes one writer at a time across processes; writing on every request makes
+        # requests queue behind each other. Buffer here and write at most every half second.
         with _lock:
-            _sqlite().executemany(
-                "INSERT INTO counters (k, v) VALUES (?, ?) "
-                "ON CONFLICT(k) DO UPDATE SET v = v + excluded.v",
-                list(amounts.items()),
-            )
+            for key, amount in amounts.items():
+                _sqlite_pending[key] = _sqlite_pending.get(key, 0) + amount
+            if time.monotonic() - _sqlite_flushed[0] >= _SQLITE_FLUSH_SECONDS:
+                _flush_sqlite_locked()
         return
     with _lock:
         for key, amount in amounts.items():
             _memory[key] = _memory.get(key, 0) + amount
+
+
+def _flush_sqlite_locked() -> None:
+    _sqlite_flushed[0] = time.monotonic()
+    if not _sqlite_pending:
+        return
+    _sqlite().executemany(
+        "INSERT INTO counters (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = v + excluded.v",
+        list(_sqlite_pending.items()),
+    )
+    _sqlite_pending.clear()
+
+
+def flush() -> None:
+    """Write this process's buffered increments now (readers and process exit call it)."""
+    if not settings.REDIS_URL:
+        with _lock:
+            _flush_sqlite_locked()
+
+
+atexit.register(lambda: flush() if settings.configured else None)
 
 
 def incr(key: str, amount: float = 1) -> None:
@@ -108,6 +134,7 @@ def get_all() -> dict[str, float]:
             _redis_failed(exc)
     if not settings.REDIS_URL:
         with _lock:
+            _flush_sqlite_locked()
             return dict(_sqlite().execute("SELECT k, v FROM counters").fetchall())
     return dict(_memory)
 
@@ -164,13 +191,14 @@ def hit_window(key: str, window_seconds: int) -> tuple[int, float]:
     if not settings.REDIS_URL:
         with _lock:
             conn = _sqlite()
-            conn.execute("DELETE FROM windows WHERE expires < ?", (now,))
-            conn.execute(
+            (count,) = conn.execute(
                 "INSERT INTO windows (k, n, expires) VALUES (?, 1, ?) "
-                "ON CONFLICT(k) DO UPDATE SET n = n + 1",
+                "ON CONFLICT(k) DO UPDATE SET n = n + 1 RETURNING n",
                 (full_key, window_end),
-            )
-            (count,) = conn.execute("SELECT n FROM windows WHERE k = ?", (full_key,)).fetchone()
+            ).fetchone()
+            if count == 1:
+                # First hit of a new window: a good moment to drop expired ones.
+                conn.execute("DELETE FROM windows WHERE expires < ?", (now,))
         return int(count), float(window_end)
     with _lock:
         _memory[full_key] = _memory.get(full_key, 0) + 1
@@ -193,5 +221,6 @@ def reset_all() -> None:
             conn.execute("DELETE FROM counters")
             conn.execute("DELETE FROM vals")
             conn.execute("DELETE FROM windows")
+            _sqlite_pending.clear()
     _memory.clear()
     _memory_values.clear()

@@ -52,6 +52,7 @@ def validated(serializer_class, data):
 class InstanceListCreateView(APIView):
     @extend_schema(
         summary="List instances",
+        operation_id="instances_list",
         parameters=[s.ListQuerySerializer],
         responses={200: s.InstanceListOut, 400: ERRORS[400]},
     )
@@ -68,6 +69,7 @@ class InstanceListCreateView(APIView):
 
     @extend_schema(
         summary="Create an instance",
+        operation_id="instances_create",
         request=s.CreateInstanceSerializer,
         responses={201: s.CreateInstanceOut, 400: ERRORS[400], 409: ERRORS[409]},
     )
@@ -88,6 +90,7 @@ class InstanceListCreateView(APIView):
 class InstanceDetailView(APIView):
     @extend_schema(
         summary="Get an instance's status and details",
+        operation_id="instances_retrieve",
         description="Served from the gateway's database: polling causes no upstream call.",
         responses={200: s.InstanceDetailOut, 404: ERRORS[404]},
     )
@@ -97,6 +100,7 @@ class InstanceDetailView(APIView):
 
     @extend_schema(
         summary="Terminate an instance",
+        operation_id="instances_terminate",
         description=(
             "Deletes the instance upstream (GPU and disks stop being billed) and ends in "
             "`terminated`. Answers 202 with status `stopping` while upstream removes it."
@@ -155,12 +159,14 @@ def _stop(request, instance: Instance, data: dict) -> Response:
 
 START_DOC = extend_schema(
     summary="Start an instance",
+    operation_id="instances_start",
     description="Starts a stopped instance; follow it to `ready` by polling or webhook.",
     request=s.StartInstanceSerializer,
     responses={202: s.OperationOut, **ERRORS},
 )
 STOP_DOC = extend_schema(
     summary="Stop an instance",
+    operation_id="instances_stop",
     request=s.StopInstanceSerializer,
     responses={200: s.OperationOut, **ERRORS},
 )
@@ -183,6 +189,7 @@ class StopInstanceView(APIView):
 class StartByNameView(APIView):
     @extend_schema(
         summary="Start an instance by name",
+        operation_id="instances_start_by_name",
         request=s.StartByNameSerializer,
         responses={202: s.OperationOut, **ERRORS},
     )
@@ -194,6 +201,7 @@ class StartByNameView(APIView):
 class StopByNameView(APIView):
     @extend_schema(
         summary="Stop an instance by name",
+        operation_id="instances_stop_by_name",
         request=s.StopByNameSerializer,
         responses={200: s.OperationOut, **ERRORS},
     )

@@ -87,7 +87,9 @@ class Stack:
         webs: int = 1,
         extra_env: dict | None = None,
         step_seconds: float = 0.3,
+        web_workers: int = 1,
     ):
+        self.web_workers = web_workers
         self.tmp = Path(tempfile.mkdtemp(prefix="ngw-e2e-"))
         self.procs: dict[str, subprocess.Popen] = {}
         self.sandbox_port = free_port()
@@ -236,7 +238,7 @@ class Stack:
                 "--bind",
                 f"127.0.0.1:{self.web_ports[index]}",
                 "--workers",
-                "1",
+                str(self.web_workers),
                 "--threads",
                 "4",
                 "--timeout",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from django import db
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -161,6 +162,16 @@ def exception_handler(exc, context):
         return _drf(status, code, message, exc.details(), headers)
     if isinstance(exc, drf_exceptions.APIException):
         return _drf(exc.status_code, "REQUEST_ERROR", str(exc.detail), None)
+    if isinstance(exc, (db.OperationalError, db.InterfaceError)):
+        # The database is unreachable or restarting: a clear, retryable answer, not a 500.
+        logger.error("database unavailable: %s", type(exc).__name__)
+        return _drf(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "Database temporarily unavailable",
+            None,
+            {"Retry-After": "5"},
+        )
     # Anything else is a bug: log it with the request id, tell the client nothing internal.
     logger.exception("unhandled error")
     return _drf(500, "INTERNAL_SERVER_ERROR", "Internal server error", None)

@@ -6,6 +6,8 @@ import secrets
 import time
 
 from django.conf import settings
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.http import Http404
 
 from novita_gateway.errors import error_response
 
@@ -93,6 +95,10 @@ class RequestContextMiddleware:
         return response
 
     def process_exception(self, request, exception):
+        # 404/403/400 from plain views (the admin raises PermissionDenied) are not crashes:
+        # Django's handlers answer them (handler403/404 give the same envelope).
+        if isinstance(exception, (Http404, PermissionDenied, BadRequest, SuspiciousOperation)):
+            return None
         # Exceptions outside DRF views (plain Django views, middleware below us).
         logger.exception("unhandled error")
         return error_response(500, "INTERNAL_SERVER_ERROR", "Internal server error")

@@ -45,7 +45,15 @@ def upstream_rejected(request):
     )
 
 
+@api_view(["GET"])
+def database_down(request):
+    from django.db import OperationalError
+
+    raise OperationalError("could not connect to server")
+
+
 urlpatterns = [
+    path("t/db-down", database_down),
     path("t/echo", echo),
     path("t/crash", crash),
     path("t/upstream-timeout", upstream_timeout),

@@ -138,3 +138,11 @@ def test_one_access_log_line_per_request_without_secrets(client, caplog):
     assert fields["method"] == "GET" and fields["path"] == "/health" and fields["status"] == 200
     assert "duration_ms" in fields
     assert "supersecretkey123" not in caplog.text
+
+
+def test_database_outage_is_a_503_with_retry_after(client):
+    response = client.get("/t/db-down")
+    assert response.status_code == 503
+    assert _error(response)["code"] == "SERVICE_UNAVAILABLE"
+    assert response["Retry-After"] == "5"
+    assert "could not connect" not in response.content.decode()

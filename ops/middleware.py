@@ -5,6 +5,7 @@ import re
 import secrets
 import time
 
+from django import db
 from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404
@@ -99,6 +100,14 @@ class RequestContextMiddleware:
         # Django's handlers answer them (handler403/404 give the same envelope).
         if isinstance(exception, (Http404, PermissionDenied, BadRequest, SuspiciousOperation)):
             return None
+        if isinstance(exception, (db.OperationalError, db.InterfaceError)):
+            logger.error("database unavailable: %s", type(exception).__name__)
+            return error_response(
+                503,
+                "SERVICE_UNAVAILABLE",
+                "Database temporarily unavailable",
+                headers={"Retry-After": "5"},
+            )
         # Exceptions outside DRF views (plain Django views, middleware below us).
         logger.exception("unhandled error")
         return error_response(500, "INTERNAL_SERVER_ERROR", "Internal server error")

@@ -38,4 +38,5 @@ fi
 python manage.py migrate --noinput
 python manage.py collectstatic --noinput >/dev/null
 echo "Gateway on http://localhost:${PORT}  (API docs: /api/docs/, admin: /admin/, health: /health)"
-exec honcho start -f "$procfile"
+# honcho gives each process PORT = base + 100 x its line number; web is the first line.
+exec honcho start -f "$procfile" -p "$PORT"

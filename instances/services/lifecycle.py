@@ -31,13 +31,13 @@ from ..status import (
     Status,
     from_upstream,
 )
-from . import health_probe
+from . import health_probe, queue
 from .transitions import record_event, transition, update_fields
 
 logger = logging.getLogger(__name__)
 
 # How long a claimed instance is left alone by other workers (then assumed abandoned).
-CLAIM_LEASE = timedelta(seconds=90)
+CLAIM_LEASE = timedelta(seconds=getattr(settings, "MONITOR_LEASE_SECONDS", 90))
 FIRST_POLL_DELAY = 2.0
 POLL_BACKOFF = 1.5
 POLL_CAP = 30.0
@@ -53,7 +53,7 @@ def _now():
 def _enqueue_poll(instance_id: str) -> None:
     from .. import tasks
 
-    transaction.on_commit(lambda: tasks.poll_instance.delay(instance_id))
+    queue.send_after_commit(tasks.poll_instance, instance_id)
 
 
 def auto_stop_deadline(instance: Instance, *, since=None):
@@ -303,7 +303,7 @@ def _call_upstream_action(instance: Instance, action: str) -> None:
         # Poll soon either way, so the outcome (or a retry) is not left to chance.
         from .. import tasks
 
-        tasks.poll_instance.apply_async((instance.id,), countdown=FIRST_POLL_DELAY)
+        queue.send(tasks.poll_instance, instance.id, countdown=FIRST_POLL_DELAY)
 
 
 # --- the monitor ----------------------------------------------------------------------------
@@ -526,7 +526,8 @@ def _check_readiness(instance: Instance, observed: dict, source: str) -> None:
             auto_stop_warned_at=None,
         )
         if ready is not None:
-            deadline = auto_stop_deadline(ready, since=ready.last_used_at or now)
+            # A heartbeat from before a restart must not make a fresh instance idle at once.
+            deadline = auto_stop_deadline(ready, since=max(ready.last_used_at or now, now))
             update_fields(ready.id, expected_status=Status.READY, auto_stop_at=deadline)
         return
     if _check_deadline(instance):

@@ -21,6 +21,7 @@ from ops.timeutil import iso, iso_now
 
 from ..models import Instance, WebhookDelivery
 from ..representations import connection_details, port_mappings
+from . import queue
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def enqueue(instance: Instance, *, event: str, reason: str = "", extra: dict | N
     )
     from .. import tasks
 
-    transaction.on_commit(lambda: tasks.deliver_webhook.delay(delivery.pk))
+    queue.send_after_commit(tasks.deliver_webhook, delivery.pk)
     return delivery
 
 
@@ -83,6 +84,35 @@ def enqueue_auto_stop_warning(instance: Instance, *, deadline, reason: str):
         reason=reason,
         extra={"autoStopAt": iso(deadline)},
     )
+
+
+def enqueue_many(items, *, event: str) -> list[WebhookDelivery]:
+    """`enqueue` for a batch of (instance, reason, extra): one INSERT, not one per instance.
+
+    Sweeps that act on hundreds of instances use it; instances without a URL are skipped.
+    """
+    rows = [
+        WebhookDelivery(
+            instance=instance,
+            url=instance.webhook_url,
+            event=event,
+            body=json.dumps(_payload(instance, event=event, reason=reason, extra=extra)),
+        )
+        for instance, reason, extra in items
+        if instance.webhook_url
+    ]
+    if not rows:
+        return []
+    created = WebhookDelivery.objects.bulk_create(rows)
+    ids = [d.pk for d in created]
+    from .. import tasks
+
+    def send():
+        for pk in ids:
+            queue.send(tasks.deliver_webhook, pk)
+
+    transaction.on_commit(send)
+    return created
 
 
 def _claim(delivery_id: int) -> WebhookDelivery | None:

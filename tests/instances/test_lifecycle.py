@@ -285,3 +285,26 @@ def test_status_change_writes_outbox_row_only_with_webhook_url(make_instance, no
     step(without.id)
     assert WebhookDelivery.objects.filter(instance=with_hook).count() == 1
     assert WebhookDelivery.objects.filter(instance=without).count() == 0
+
+
+def test_create_succeeds_when_the_broker_is_down(
+    api, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A broker outage delays work (the monitor sweep finds the instance) but never fails the
+    client's request."""
+    from instances import tasks
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("redis: connection refused")
+
+    monkeypatch.setattr(tasks.poll_instance, "apply_async", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            "/api/instances",
+            {"name": "no-broker", "productName": "RTX 4090 24GB", "templateId": "t"},
+            format="json",
+        )
+    assert response.status_code == 201
+    instance = Instance.objects.get(name="no-broker")
+    assert instance.next_poll_at <= timezone.now(), "due for the monitor sweep"
+    assert [pk for pk, _ in lifecycle.claim_due()] == [instance.pk]

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from .services import lifecycle, webhooks
+from .services import autostop, lifecycle, webhooks
 
 
 @shared_task(name="instances.tasks.poll_instance", ignore_result=True, acks_late=True)
@@ -18,6 +18,12 @@ def poll_instance(instance_id: str, lease: str | None = None):
 def monitor_sweep():
     for instance_id, lease in lifecycle.claim_due():
         poll_instance.delay(instance_id, lease.isoformat())
+
+
+@shared_task(name="instances.tasks.auto_stop_sweep", ignore_result=True)
+def auto_stop_sweep():
+    # Overlapping runs are harmless: each stop is a guarded claim that only one sweep wins.
+    autostop.sweep()
 
 
 @shared_task(

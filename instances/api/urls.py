@@ -2,13 +2,33 @@
 
 from django.urls import path
 
-from . import views
+from . import autostop_views, views
 
 urlpatterns = [
     path("instances", views.InstanceListCreateView.as_view(), name="instance-list"),
     path("instances/start", views.StartByNameView.as_view(), name="instance-start-by-name"),
     path("instances/stop", views.StopByNameView.as_view(), name="instance-stop-by-name"),
+    path(
+        "instances/last-used",
+        autostop_views.LastUsedByNameView.as_view(),
+        name="instance-last-used-by-name",
+    ),
+    path(
+        "instances/auto-stop/stats",
+        autostop_views.AutoStopStatsView.as_view(),
+        name="auto-stop-stats",
+    ),
+    path(
+        "instances/auto-stop/trigger",
+        autostop_views.AutoStopTriggerView.as_view(),
+        name="auto-stop-trigger",
+    ),
     path("instances/<str:instance_id>", views.InstanceDetailView.as_view(), name="instance-detail"),
+    path(
+        "instances/<str:instance_id>/last-used",
+        autostop_views.LastUsedView.as_view(),
+        name="instance-last-used",
+    ),
     path(
         "instances/<str:instance_id>/start",
         views.StartInstanceView.as_view(),

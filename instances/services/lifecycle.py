@@ -463,7 +463,10 @@ def apply_upstream(instance: Instance, remote: UpstreamInstance, *, source: str)
         _drive_again(instance, "start", source, observed)
         return
 
-    if target == Status.RUNNING and instance.desired_status == Desired.RUNNING:
+    if (
+        target in (Status.RUNNING, Status.HEALTH_CHECKING)
+        and instance.desired_status == Desired.RUNNING
+    ):
         _check_readiness(instance, observed, source)
         return
 

@@ -160,6 +160,19 @@ def test_ports_not_answering_keep_health_checking_until_deadline(
     assert "maxWaitTimeMs" in instance.failure_reason
 
 
+def test_ports_answering_in_a_later_round_make_instance_ready(make_instance, novita, monkeypatch):
+    answers = iter([(False, "refused"), (True, "HTTP 200")])
+    monkeypatch.setattr(health_probe, "_probe_http", lambda url, timeout: next(answers))
+    instance = make_instance(
+        status=Status.STARTING,
+        health_check_config={"retryAttempts": 0, "retryDelayMs": 100},
+        readiness_deadline=timezone.now() + timedelta(minutes=5),
+    )
+    novita.get_returns(remote_instance(instance.novita_instance_id, instance.name))
+    assert step(instance.id).status == Status.HEALTH_CHECKING
+    assert step(instance.id).status == Status.READY
+
+
 def test_upstream_status_error_fails_instance(make_instance, novita):
     instance = creating(make_instance, novita_instance_id="nov-1")
     novita.get_returns(

@@ -4,9 +4,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from instances.admin import dashboard_view
+
 urlpatterns = [
     # /health, /metrics, /api/cache/*, /api/metrics*
     path("", include("ops.urls")),
+    # Staff only (admin_view); before admin/ so the admin's catch-all never sees it.
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -40,3 +40,17 @@ def deliver_webhook(delivery_id: int):
 def deliver_due_webhooks():
     for delivery_id in webhooks.due_delivery_ids():
         deliver_webhook.delay(delivery_id)
+
+
+@shared_task(name="instances.tasks.reconcile", ignore_result=True)
+def reconcile():
+    from .services import reconcile as reconciler
+
+    reconciler.run()
+
+
+@shared_task(name="instances.tasks.migration_sweep", ignore_result=True)
+def migration_sweep():
+    from .services import migration
+
+    migration.sweep()

@@ -3,11 +3,17 @@
 from django.urls import path
 
 from . import autostop_views, views
+from .fleet_views import ComprehensiveInstanceListView
 
 urlpatterns = [
     path("instances", views.InstanceListCreateView.as_view(), name="instance-list"),
     path("instances/start", views.StartByNameView.as_view(), name="instance-start-by-name"),
     path("instances/stop", views.StopByNameView.as_view(), name="instance-stop-by-name"),
+    path(
+        "instances/comprehensive",
+        ComprehensiveInstanceListView.as_view(),
+        name="instance-comprehensive",
+    ),
     path(
         "instances/last-used",
         autostop_views.LastUsedByNameView.as_view(),

@@ -1,42 +1,403 @@
-"""One picture of the fleet: local records merged with what upstream lists."""
+"""One picture of the fleet: local records merged with what upstream lists.
+
+One paginated pass over upstream's instance list (a *snapshot*) feeds every reader: the
+comprehensive listing, endpoint 4's upstream-backed listings and the reconciler. Listings share a
+snapshot through the `instances` cache for a few seconds, so a dashboard polling the fleet costs
+upstream at most one pass per UPSTREAM_CACHE_SECONDS however many clients poll. Whatever writes
+local state from upstream (syncLocalState, the reconciler, migration) takes a fresh pass instead:
+acting on a view that is seconds old could undo a stop or start requested meanwhile.
+
+Each upstream instance is turned into its listing row once per pass, while the pass runs; the
+cache keeps those rows (plain dicts pickle about ten times faster than the parsed objects), and a
+listing only adds the local records, one dict lookup each.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from ops import counters
+from ops.timeutil import iso
+
 from .. import representations
 from ..models import Instance
-from ..novita.client import get_client
+from ..novita.client import MAX_PAGES, get_client
 from ..novita.schemas import UpstreamInstance
+from ..status import Desired, Status, from_upstream
+
+logger = logging.getLogger(__name__)
+
+UPSTREAM_PAGE_SIZE = 100
+UPSTREAM_CACHE_SECONDS = 5
+# Versioned: a deploy that changes the Snapshot's shape must not read an older pickle.
+_CACHE_KEY = "fleet:upstream-snapshot:v1"
+_HITS = "fleet:snapshot:hits"
+_MISSES = "fleet:snapshot:misses"
+
+CONSISTENT = "consistent"
+INCONSISTENT = "inconsistent"
+# Only when the upstream pass was cut short: a row's absence upstream then proves nothing.
+UNKNOWN = "unknown"
+_RECLAIMED_SPOT = frozenset({"reclaiming", "terminated"})
 
 
-def _upstream_summary(remote: UpstreamInstance) -> dict:
+def _cache():
+    try:
+        from ops.caching import named_cache
+    except ImportError:  # the counting wrapper is optional; the plain cache does the same job
+        from django.core.cache import caches
+
+        return caches["instances"]
+    return named_cache("instances")
+
+
+@dataclass
+class Snapshot:
+    """Every instance upstream listed in one pass, and how that pass went."""
+
+    # Upstream id -> its listing row (source "novita"), in listing order (newest first).
+    rows: dict[str, dict]
+    # Upstream ids that carry a statusError (kept apart: rows are shown as they are).
+    errors: frozenset[str]
+    # When the pass began: a local row changed after this may be newer than what we saw.
+    started_at: datetime
+    seconds: float
+    pages: int
+    # False when the pass stopped early (the client's page cap): absences prove nothing then.
+    complete: bool
+    # The parsed items, for code that writes local state: only in a fresh snapshot
+    # (get_snapshot(fresh=True)), never in a cached one.
+    by_id: dict[str, UpstreamInstance] = field(default_factory=dict)
+
+    def __getstate__(self):
+        return {**self.__dict__, "by_id": {}}
+
+
+def fetch_snapshot(*, keep_items: bool = True) -> Snapshot:
+    """One paginated pass over upstream's instance list. Raises NovitaError if any page fails,
+    so a partial listing is never mistaken for the whole fleet.
+
+    Without `keep_items` the parsed items are dropped page by page once their rows are built:
+    a listing needs only the rows, and tens of thousands of long-lived objects it does not
+    need make every garbage-collector pass of the process slower.
+    """
+    started_at = timezone.now()
+    synced = iso(started_at)
+    start = time.perf_counter()
+    by_id: dict[str, UpstreamInstance] = {}
+    rows: dict[str, dict] = {}
+    errors: set[str] = set()
+    # Most instances share a handful of port layouts; rows share one list per layout.
+    port_layouts: dict[tuple, list[dict]] = {}
+    pages = 0
+    listed = 0
+    last = None
+    for page in get_client().iter_instance_pages(page_size=UPSTREAM_PAGE_SIZE):
+        pages += 1
+        last = page
+        listed += len(page.items)
+        for item in page.items:
+            # Pages overlap when instances are created while we read; the later view wins.
+            if item.id:
+                if keep_items:
+                    by_id[item.id] = item
+                if item.status_error:
+                    errors.add(item.id)
+                rows[item.id] = novita_row(item, synced, port_layouts)
+    complete = (
+        pages < MAX_PAGES
+        or last is None
+        or not last.items
+        or (last.total is not None and listed >= last.total)
+    )
+    if not complete:
+        logger.warning("upstream listing stopped after %d pages; treating it as partial", pages)
+    return Snapshot(
+        rows=rows,
+        errors=frozenset(errors),
+        started_at=started_at,
+        seconds=time.perf_counter() - start,
+        pages=pages,
+        complete=complete,
+        by_id=by_id,
+    )
+
+
+def get_snapshot(*, fresh: bool = False) -> tuple[Snapshot, bool]:
+    """(snapshot, served from cache). `fresh` skips the cache read but still refreshes it."""
+    cache = _cache()
+    if not fresh:
+        try:
+            cached = cache.get(_CACHE_KEY)
+        except Exception:  # noqa: BLE001 - an unreadable entry is a miss, never an error
+            logger.warning("fleet snapshot cache unreadable; fetching", exc_info=True)
+            cached = None
+        if isinstance(cached, Snapshot):
+            counters.incr(_HITS)
+            return cached, True
+        counters.incr(_MISSES)
+    snapshot = fetch_snapshot(keep_items=fresh)
+    if snapshot.complete:
+        cache.set(_CACHE_KEY, snapshot, UPSTREAM_CACHE_SECONDS)
+    return snapshot, False
+
+
+def cache_hit_ratio() -> float:
+    """Share of fleet listings served from the cached snapshot, across every process."""
+    totals = counters.get_all()
+    hits = totals.get(_HITS, 0)
+    lookups = hits + totals.get(_MISSES, 0)
+    return round(hits / lookups, 4) if lookups else 0.0
+
+
+# --- status and consistency -----------------------------------------------------------------
+
+
+def implied_status(instance: Instance, upstream_status: str | None, has_error: bool) -> str:
+    """The gateway status upstream's view implies for this record (as the monitor would map)."""
+    return from_upstream(
+        upstream_status,
+        current=instance.status,
+        desired=instance.desired_status,
+        first_boot=instance.ready_at is None and instance.started_at is None,
+        has_error=has_error,
+    )
+
+
+def novita_only_status(remote: UpstreamInstance) -> str:
+    """A gateway status for an instance nobody asked us to manage.
+
+    Nobody asked for a stop either, so `exited` reads as upstream documents it (stopped),
+    except after a spot reclaim, where it stopped on its own (exited).
+    """
+    reclaimed = bool(remote.spot_reclaim_time) or (
+        (remote.spot_status or "").lower() in _RECLAIMED_SPOT
+    )
+    return _novita_only_status(remote.status, reclaimed, bool(remote.status_error))
+
+
+@functools.lru_cache(maxsize=256)
+def _novita_only_status(upstream_status: str | None, reclaimed: bool, has_error: bool) -> str:
+    # A handful of distinct inputs across a whole fleet: map (and warn about an unknown value)
+    # once per process, not once per instance per listing.
+    return (
+        from_upstream(
+            upstream_status,
+            current="",
+            desired=Desired.RUNNING if reclaimed else Desired.STOPPED,
+            first_boot=True,
+            has_error=has_error,
+        )
+        or "unknown"
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    # ops.timeutil.iso's format, through isoformat (several times faster than strftime, and this
+    # runs once per upstream instance per pass). Upstream times are parsed as UTC.
+    if value is None or value.utcoffset() != timedelta(0):
+        return iso(value)
+    return value.isoformat(timespec="milliseconds")[:23] + "Z"
+
+
+def differences(instance: Instance, upstream: dict, has_error: bool) -> list[str]:
+    """Fields where the local record and upstream's row disagree (only fields both sides know)."""
+    found = []
+    if implied_status(instance, upstream["novitaStatus"], has_error) != instance.status:
+        found.append("status")
+    if upstream["name"] and upstream["name"] != instance.name:
+        found.append("name")
+    if upstream["gpuNum"] is not None and upstream["gpuNum"] != instance.gpu_num:
+        found.append("gpuNum")
+    cluster = upstream["clusterId"]
+    if cluster and instance.cluster_id and cluster != instance.cluster_id:
+        found.append("clusterId")
+    image = upstream["imageUrl"]
+    if image and instance.image_url and image != instance.image_url:
+        found.append("imageUrl")
+    return found
+
+
+# --- row shapes -----------------------------------------------------------------------------
+
+
+def novita_row(
+    remote: UpstreamInstance, synced: str, port_layouts: dict[tuple, list[dict]] | None = None
+) -> dict:
+    """The listing row of an upstream instance (source "novita"); merged rows reuse its fields.
+
+    Rows are read-only once built, so rows with the same port layout may share its list.
+    """
+    layout = tuple((m.port, m.endpoint, m.type) for m in remote.port_mappings)
+    ports = port_layouts.get(layout) if port_layouts is not None else None
+    if ports is None:
+        ports = [
+            {"port": port, "endpoint": endpoint, "type": kind} for port, endpoint, kind in layout
+        ]
+        if port_layouts is not None and len(port_layouts) < 1000:
+            port_layouts[layout] = ports
+    # The contract shows cpuNum and memory as text ("8", "32GB"); upstream sends counts and GB.
     return {
         "id": remote.id,
         "name": remote.name,
-        "status": remote.status,
+        "status": novita_only_status(remote),
+        "source": "novita",
+        "dataConsistency": CONSISTENT,
+        "novitaInstanceId": remote.id,
+        "novitaStatus": remote.status,
         "gpuNum": remote.gpu_num,
         "region": remote.cluster_id,
-        "portMappings": [
-            {"port": m.port, "endpoint": m.endpoint, "type": m.type} for m in remote.port_mappings
-        ],
-        "createdAt": remote.created_at.isoformat() if remote.created_at else None,
-        "source": "novita",
+        "clusterId": remote.cluster_id,
+        "clusterName": remote.cluster_name,
+        "productName": remote.product_name,
+        "cpuNum": str(remote.cpu_num) if remote.cpu_num is not None else None,
+        "memory": f"{remote.memory}GB" if remote.memory is not None else None,
+        "imageUrl": remote.image_url,
+        "portMappings": ports,
+        "createdAt": _iso(remote.created_at),
+        "lastSyncedAt": synced,
+    }
+
+
+def local_row(instance: Instance, upstream: dict | None, snapshot: Snapshot) -> dict:
+    row = representations.instance_summary(instance)
+    row["novitaInstanceId"] = instance.novita_instance_id
+    if upstream is None:
+        expected_upstream = (
+            bool(instance.novita_instance_id) and instance.status != Status.TERMINATED
+        )
+        if expected_upstream and not snapshot.complete:
+            consistency, diffs = UNKNOWN, []
+        elif expected_upstream:
+            # We believe it exists upstream; upstream does not list it.
+            consistency, diffs = INCONSISTENT, ["existence"]
+        else:
+            consistency, diffs = CONSISTENT, []
+        row.update(
+            source="local",
+            dataConsistency=consistency,
+            clusterId=instance.cluster_id or None,
+            clusterName=instance.cluster_name or None,
+            productName=instance.product_name or None,
+            cpuNum=None,
+            memory=None,
+            imageUrl=instance.image_url or None,
+            lastSyncedAt=iso(instance.last_synced_at),
+        )
+    else:
+        diffs = differences(instance, upstream, upstream["id"] in snapshot.errors)
+        row.update(
+            source="merged",
+            dataConsistency=INCONSISTENT if diffs else CONSISTENT,
+            novitaStatus=upstream["novitaStatus"],
+            clusterId=upstream["clusterId"] or instance.cluster_id or None,
+            clusterName=upstream["clusterName"] or instance.cluster_name or None,
+            productName=upstream["productName"] or instance.product_name or None,
+            cpuNum=upstream["cpuNum"],
+            memory=upstream["memory"],
+            imageUrl=upstream["imageUrl"] or instance.image_url or None,
+            lastSyncedAt=upstream["lastSyncedAt"],
+        )
+        # List items carry ports without addresses; the stored ones (from get-instance) have them.
+        if not row["portMappings"]:
+            row["portMappings"] = upstream["portMappings"]
+    if diffs:
+        row["inconsistencies"] = diffs
+    return row
+
+
+# --- listings -------------------------------------------------------------------------------
+
+
+def _local_instances() -> list[Instance]:
+    return list(Instance.objects.order_by("-created_at"))
+
+
+def fleet(
+    *,
+    source: str = "all",
+    include_novita_only: bool = True,
+    sync_local_state: bool = False,
+) -> dict:
+    """Local records merged with one upstream pass, with counts and measured timings.
+
+    source: "all" (every local record, merged where upstream lists it), "novita" (only what
+    upstream lists). Novita-only instances are added when include_novita_only. With
+    sync_local_state, upstream's view is first written into the local records (events with
+    source "reconcile"), so the rows below show the synced state.
+    """
+    start = time.perf_counter()
+    snapshot, cache_hit = get_snapshot(fresh=sync_local_state)
+    upstream_done = time.perf_counter()
+
+    local = _local_instances()
+    if sync_local_state:
+        from .reconcile import reconcile_rows
+
+        if reconcile_rows(local, snapshot, source="reconcile").acted:
+            local = _local_instances()
+    local_done = time.perf_counter()
+
+    upstream_rows = snapshot.rows
+    rows = []
+    managed = set()
+    for instance in local:
+        upstream = upstream_rows.get(instance.novita_instance_id or "")
+        if upstream is not None:
+            managed.add(upstream["id"])
+        elif source == "novita":
+            continue
+        rows.append(local_row(instance, upstream, snapshot))
+    merged = len(managed)
+    local_only = len(rows) - merged
+    novita_only = 0
+    if include_novita_only:
+        if managed:
+            extra = [row for key, row in upstream_rows.items() if key not in managed]
+        else:
+            extra = list(upstream_rows.values())
+        rows.extend(extra)
+        novita_only = len(extra)
+    merge_done = time.perf_counter()
+    ratio = cache_hit_ratio()
+
+    def ms(seconds: float) -> float:
+        return round(seconds * 1000, 1)
+
+    return {
+        "instances": rows,
+        "total": len(rows),
+        "sources": {"local": local_only, "novita": novita_only, "merged": merged},
+        "performance": {
+            "totalRequestTime": ms(time.perf_counter() - start),
+            "novitaApiTime": ms(upstream_done - start),
+            "localDataTime": ms(local_done - upstream_done),
+            "mergeProcessingTime": ms(merge_done - local_done),
+            "cacheHitRatio": ratio,
+            "cacheHit": cache_hit,
+            "upstreamPages": 0 if cache_hit else snapshot.pages,
+        },
     }
 
 
 def list_for_api(*, source: str, include_novita_only: bool, sync_local_state: bool) -> list[dict]:
-    """Endpoint 4's listing. Local rows come from the database; upstream is asked only when the
-    query needs it (source=novita, includeNovitaOnly or syncLocalState)."""
-    local = list(Instance.objects.order_by("-created_at"))
-    if source == "local" or (not include_novita_only and not sync_local_state and source == "all"):
-        return [representations.instance_summary(i) for i in local]
-    remote = get_client().list_instances()
-    known = {i.novita_instance_id for i in local if i.novita_instance_id}
-    novita_only = [_upstream_summary(r) for r in remote if r.id not in known]
-    if source == "novita":
-        by_id = {r.id: r for r in remote}
-        managed = [
-            representations.instance_summary(i) for i in local if i.novita_instance_id in by_id
-        ]
-        return managed + novita_only
-    rows = [representations.instance_summary(i) for i in local]
-    return rows + (novita_only if include_novita_only else [])
+    """Endpoint 4's listing. The default (local records only) reads the database alone; upstream
+    is asked only when the query needs it (source=novita, includeNovitaOnly or syncLocalState)."""
+    needs_upstream = source == "novita" or include_novita_only or sync_local_state
+    if not needs_upstream or (source == "local" and not sync_local_state):
+        return [representations.instance_summary(i) for i in _local_instances()]
+    if source == "local":
+        # Sync first, then show the local records as they now stand.
+        fleet(source="all", include_novita_only=False, sync_local_state=True)
+        return [representations.instance_summary(i) for i in _local_instances()]
+    return fleet(
+        source=source,
+        include_novita_only=include_novita_only,
+        sync_local_state=sync_local_state,
+    )["instances"]

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "ops.middleware.RequestContextMiddleware",
+    # Right after the request id: a 429 still carries the id, the envelope and the access log.
+    "ops.ratelimit.RateLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -120,6 +122,8 @@ def _cache(name: str) -> dict:
                 "SOCKET_TIMEOUT": 1,
                 # Redis down must not break requests: reads miss, writes are dropped.
                 "IGNORE_EXCEPTIONS": True,
+                # clear() deletes this cache's keys only; django-redis's own is FLUSHDB.
+                "CLIENT_CLASS": "ops.caching.PrefixScopedRedisClient",
             },
         }
     return {
@@ -257,7 +261,8 @@ WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 
 # --- Client access ----------------------------------------------------------------------
 GATEWAY_API_KEYS = env.list("GATEWAY_API_KEYS", default=[])
-RATE_LIMIT_PER_MINUTE = env.int("RATE_LIMIT_PER_MINUTE", default=100)
+# Off by default under pytest (every test client is 127.0.0.1); the rate-limit tests set it.
+RATE_LIMIT_PER_MINUTE = env.int("RATE_LIMIT_PER_MINUTE", default=0 if TESTING else 100)
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
 # --- Background work --------------------------------------------------------------------
@@ -271,6 +276,12 @@ MONITOR_INTERVAL_SECONDS = env.float("MONITOR_INTERVAL_SECONDS", default=5)
 RECONCILE_INTERVAL_SECONDS = env.float("RECONCILE_INTERVAL_SECONDS", default=60)
 MIGRATION_ENABLED = env.bool("MIGRATION_ENABLED", default=True)
 MIGRATION_TIMEOUT_MINUTES = env.float("MIGRATION_TIMEOUT_MINUTES", default=30)
+
+# --- Health and metrics -----------------------------------------------------------------
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+HEALTH_UPSTREAM_TIMEOUT_SECONDS = env.float("HEALTH_UPSTREAM_TIMEOUT_SECONDS", default=2.0)
+HEALTH_UPSTREAM_CACHE_SECONDS = env.int("HEALTH_UPSTREAM_CACHE_SECONDS", default=10)
+HEALTH_WORKER_MAX_AGE_SECONDS = env.int("HEALTH_WORKER_MAX_AGE_SECONDS", default=60)
 
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")

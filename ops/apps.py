@@ -12,6 +12,9 @@ class OpsConfig(AppConfig):
     name = "ops"
 
     def ready(self):
+        # Celery task signals -> job metrics (connected once, by dispatch_uid).
+        from . import signals  # noqa: F401
+
         # Say loudly at start when the API is open to anyone who can reach it.
         serving = any(arg in ("runserver",) for arg in sys.argv) or "gunicorn" in sys.argv[0]
         if serving and not settings.GATEWAY_API_KEYS:

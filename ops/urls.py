@@ -6,4 +6,9 @@ from . import views
 
 urlpatterns = [
     path("health", views.health, name="health"),
+    path("metrics", views.prometheus_metrics, name="prometheus-metrics"),
+    path("api/cache/stats", views.CacheStatsView.as_view(), name="cache-stats"),
+    path("api/cache/clear", views.CacheClearView.as_view(), name="cache-clear"),
+    path("api/metrics", views.MetricsView.as_view(), name="metrics"),
+    path("api/metrics/summary", views.MetricsSummaryView.as_view(), name="metrics-summary"),
 ]

@@ -50,6 +50,11 @@ def _cache(alias: str):
     from django.conf import settings
     from django.core.cache import caches
 
+    if alias in getattr(settings, "CACHE_NAMES", ()):
+        # The named wrapper counts hits and misses for /api/cache/stats.
+        from ops.caching import named_cache
+
+        return named_cache(alias)
     configured = getattr(settings, "CACHES", {}) or {}
     return caches[alias if alias in configured else "default"]
 

@@ -721,6 +721,8 @@ def reset_client() -> None:
 def _build_client_from_settings() -> NovitaClient:
     from django.conf import settings
 
+    from ops.metrics import observe_upstream
+
     return NovitaClient(
         base_url=getattr(settings, "NOVITA_API_BASE_URL", "") or "",
         api_key=getattr(settings, "NOVITA_API_KEY", "") or "",
@@ -732,4 +734,5 @@ def _build_client_from_settings() -> NovitaClient:
         failure_threshold=int(getattr(settings, "NOVITA_CIRCUIT_FAILURE_THRESHOLD", 5)),
         reset_timeout=float(getattr(settings, "NOVITA_CIRCUIT_RESET_SECONDS", 60)),
         redis_url=getattr(settings, "REDIS_URL", "") or "",
+        on_call=observe_upstream,
     )

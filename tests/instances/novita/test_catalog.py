@@ -238,3 +238,16 @@ def test_template_without_image_is_a_resolution_error(mocked, client):
     mocked.get(V1 + "/template", json={"template": {"Id": "t", "image": ""}})
     with pytest.raises(ResolutionError, match="no image"):
         resolve_template("t", client=client)
+
+
+@pytest.mark.django_db
+def test_catalog_lookups_are_counted_in_cache_stats(mocked, client):
+    from ops import caching, metrics
+
+    mocked.get(V1 + "/clusters", json=CLUSTERS)
+    mock_products(mocked, "CN-HK-01", [product("p-1")])
+    resolve_product("RTX 4090 24GB", "CN-HK-01", client=client)
+    resolve_product("RTX 4090 24GB", "CN-HK-01", client=client)
+    metrics.flush()
+    products = caching.stats()["products"]
+    assert (products["hits"], products["misses"]) == (1, 1)

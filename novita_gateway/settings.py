@@ -1,6 +1,8 @@
 """Settings, all read from the environment (see the README's configuration table)."""
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import environ
@@ -62,7 +64,9 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 0.25  # hours
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# Lock a (user, IP) pair, and an IP that fails across users; never a user name from any IP,
+# which would let anyone lock an operator out.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
 AXES_ENABLED = not TESTING or env.bool("AXES_ENABLED", default=False)
 # Behind a proxy every login would otherwise share the proxy's address: one lock-out for all.
 AXES_CLIENT_IP_CALLABLE = "ops.auth.client_ip"
@@ -86,6 +90,10 @@ TEMPLATES = [
 ]
 
 # Runtime files (SQLite database, file broker, file cache) live under var/ by default.
+if TESTING and not os.environ.get("VAR_DIR"):
+    # Each test run gets its own runtime folder (counters, file caches), inherited by any
+    # process a test starts, so concurrent runs never see each other's figures.
+    os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="ngw-test-")
 VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -215,18 +223,27 @@ SPECTACULAR_SETTINGS = {
 # --- Celery -----------------------------------------------------------------------------
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": 3600,
+        # Publishing must fail fast when Redis is away; sweeps redo what was not sent.
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+    }
 else:
     # A broker that needs no server: web, worker and beat exchange messages through files.
     _broker_dir = VAR_DIR / "broker"
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # kombu's default (1 s) lets a worker take only ~concurrency tasks a second: a burst
+        # of 50 creates waited 25 s in the queue. Listing the folder 10 times a second is cheap.
+        "polling_interval": 0.1,
     }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_ACKS_LATE = True
@@ -237,6 +254,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Our JSON logging (with secrets masked) applies in workers too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Upstream (Novita) ------------------------------------------------------------------
@@ -273,6 +292,9 @@ AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES = env.float(
 )
 AUTO_STOP_WARNING_MINUTES = env.float("AUTO_STOP_WARNING_MINUTES", default=2)
 MONITOR_INTERVAL_SECONDS = env.float("MONITOR_INTERVAL_SECONDS", default=5)
+# How long a claimed instance is left to its worker before another may take it (the
+# recovery delay after a worker dies mid-step); must exceed the longest monitor step.
+MONITOR_LEASE_SECONDS = env.float("MONITOR_LEASE_SECONDS", default=90)
 RECONCILE_INTERVAL_SECONDS = env.float("RECONCILE_INTERVAL_SECONDS", default=60)
 MIGRATION_ENABLED = env.bool("MIGRATION_ENABLED", default=True)
 MIGRATION_TIMEOUT_MINUTES = env.float("MIGRATION_TIMEOUT_MINUTES", default=30)
@@ -303,6 +325,8 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
         "django.request": {"level": "ERROR"},
         "urllib3": {"level": "WARNING"},
+        # Celery announces every task received and succeeded; beat's sweeps make that noise.
+        "celery": {"level": "WARNING"},
     },
 }
 

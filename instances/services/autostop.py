@@ -10,8 +10,9 @@ idle times for the whole fleet; each row is still re-checked in Python before it
 The sweep's database work is a fixed number of statements however many instances it examines
 or stops: one SELECT, one guarded UPDATE that claims every idle instance at once (two
 overlapping sweeps cannot both win a row), one statement for the audit events, and a bulk
-insert of webhooks for the instances that have a URL. Upstream stop calls are necessarily one per instance; they run on a small thread pool
-after the claim has committed, so no transaction is held open while Novita answers.
+insert of webhooks for the instances that have a URL. Upstream stop calls are necessarily
+one per instance; they run on a small thread pool after the claim has committed, so no
+transaction is held open while Novita answers.
 """
 
 from __future__ import annotations

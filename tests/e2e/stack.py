@@ -6,6 +6,7 @@ Redis database number and its own runtime folder, so it never sees the unit test
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -24,6 +25,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# Redis database numbers e2e stacks may use; unit tests use the configured one.
+E2E_REDIS_DBS = range(7, 16)
+SANDBOX_KEY = "sandbox-key"
 
 
 def free_port() -> int:
@@ -55,8 +59,11 @@ class WebhookReceiver:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
-                receiver.received.append({"raw": raw, "headers": dict(self.headers)})
-                self.send_response(receiver.status)
+                status = receiver.status
+                receiver.received.append(
+                    {"raw": raw, "headers": dict(self.headers), "status": status}
+                )
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -95,6 +102,7 @@ class Stack:
         self.sandbox_port = free_port()
         self.web_ports = [free_port() for _ in range(webs)]
         self.workers = workers
+        self._redis_lock = None
         self.webhooks = WebhookReceiver()
         self.env = self._environment(step_seconds, extra_env or {})
 
@@ -116,8 +124,23 @@ class Stack:
         if not base:
             return ""
         parts = urlsplit(base)
-        # Unit tests use the configured database number; e2e stacks use another one.
-        return urlunsplit(parts._replace(path="/7"))
+        # Unit tests use the configured database number; e2e stacks use another one. Stacks
+        # started at the same time on one machine (several engineers, or a bench next to a test
+        # run) must not share one: start() flushes it and the Celery queue lives there, so each
+        # stack holds an exclusive lock on its number until stop().
+        for db in E2E_REDIS_DBS:
+            lock_path = (
+                Path(tempfile.gettempdir()) / f"ngw-e2e.redis-{parts.port or 6379}-{db}.lock"
+            )
+            handle = open(lock_path, "w")  # noqa: SIM115 - held until stop()
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            self._redis_lock = handle
+            return urlunsplit(parts._replace(path=f"/{db}"))
+        raise RuntimeError(f"every e2e Redis database {list(E2E_REDIS_DBS)} is in use")
 
     def _environment(self, step_seconds: float, extra: dict) -> dict:
         env = {
@@ -126,6 +149,8 @@ class Stack:
             if not k.startswith(("PYTEST", "DJANGO_SETTINGS"))
             and k not in ("DATABASE_URL", "REDIS_URL")
         }
+        # A stack given its own Redis (extra_env) needs no shared database number.
+        redis_url = extra["REDIS_URL"] if "REDIS_URL" in extra else self._redis_url()
         env.update(
             {
                 "DJANGO_SETTINGS_MODULE": "novita_gateway.settings",
@@ -135,8 +160,8 @@ class Stack:
                 "ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "VAR_DIR": str(self.tmp / "var"),
                 "DATABASE_URL": self._database_url(),
-                "REDIS_URL": self._redis_url(),
-                "NOVITA_API_KEY": "sandbox-key",
+                "REDIS_URL": redis_url,
+                "NOVITA_API_KEY": SANDBOX_KEY,
                 "NOVITA_API_BASE_URL": f"http://127.0.0.1:{self.sandbox_port}/gpu-instance/openapi",
                 "NOVITA_READ_TIMEOUT": "5",
                 "WEBHOOK_SECRET": "e2e-webhook-secret",
@@ -218,7 +243,7 @@ class Stack:
                 "--port",
                 str(self.sandbox_port),
                 "--api-key",
-                "sandbox-key",
+                SANDBOX_KEY,
                 "--step-seconds",
                 str(self.step_seconds),
             ],
@@ -326,16 +351,56 @@ class Stack:
         path = self.tmp / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def stop(self):
-        for name in list(self.procs):
-            proc = self.procs.pop(name)
-            try:
+    def crashed(self) -> list[str]:
+        """Processes whose log shows Celery giving up (it exits instead of carrying on)."""
+        return [name for name in self.procs if "Unrecoverable error" in self.logs(name)]
+
+    def shell(self, code: str, timeout: float = 120) -> str:
+        """Run Python in a Django shell against this stack's database; returns its stdout."""
+        return self.manage("shell", "--no-imports", "-c", code, timeout=timeout)
+
+    def upstream_named(self, name: str) -> list[dict]:
+        """What the sandbox upstream lists under exactly this name (its filter is a substring)."""
+        response = self.sandbox(
+            "GET",
+            "/gpu-instance/openapi/v1/gpu/instances",
+            params={"name": name, "pageSize": 1000},
+            headers={"Authorization": f"Bearer {SANDBOX_KEY}"},
+        )
+        response.raise_for_status()
+        return [i for i in response.json().get("instances") or [] if i.get("name") == name]
+
+    def fault(self, **fault) -> dict:
+        """Inject a sandbox fault (see Sandbox.set_fault); `clear_faults()` removes them all."""
+        response = self.sandbox("POST", "/_sandbox/faults", json=fault)
+        response.raise_for_status()
+        return response.json()["fault"]
+
+    def faults(self) -> list[dict]:
+        return self.sandbox("GET", "/_sandbox/faults").json()["faults"]
+
+    def clear_faults(self) -> None:
+        self.sandbox("DELETE", "/_sandbox/faults").raise_for_status()
+
+    def stop(self, grace: float = 3):
+        # Signal everything first and wait once: a Celery worker on the file broker takes
+        # ~10 s to finish a warm shutdown, and nothing here needs a graceful one.
+        procs = [self.procs.pop(name) for name in list(self.procs)]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
         self.webhooks.close()
+        if self._redis_lock is not None:
+            self._redis_lock.close()
+            self._redis_lock = None
         if self._pg_name:
             import psycopg
 

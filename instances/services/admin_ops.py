@@ -64,6 +64,8 @@ def set_auto_stop(
             # A warning sent for the old deadline says nothing about the new one.
             fields["auto_stop_warned_at"] = None
         if update_fields(current.id, expected_status=current.status, **fields):
+            if moved:
+                autostop.schedule_wakeup(deadline)
             break
     else:
         raise AdminOpError("its status kept changing; try again")

@@ -56,6 +56,11 @@ SOURCE = InstanceEvent.Source.AUTO_STOP
 _ID_CHUNK = 5000
 _EARLIEST_DEADLINE = datetime(2000, 1, 1, tzinfo=UTC)
 _SUMMARY_LIMIT = 1000
+# Beat's sweep runs every check interval; on its own an instance could run idle for up to that
+# long past its deadline. So each sweep also books one extra sweep for the next deadline, at
+# most this often, and the worst case becomes this gap plus the sweep's own time.
+WAKEUP_MIN_GAP = timedelta(seconds=10)
+WAKEUP_KEY = "autostop:wakeup-at"
 
 
 def threshold_minutes(auto_stop_minutes) -> float:
@@ -449,6 +454,8 @@ def sweep(
         result.warned = [pk for pk, _reason in warned]
         _count(result)
     result.duration_seconds = time.perf_counter() - started
+    if not dry_run:
+        schedule_wakeup(next_deadline(), now=timezone.now())
 
     failed = {f["instanceId"]: f["error"] for f in result.failures}
     summary = [
@@ -526,6 +533,49 @@ def _count(result: SweepResult) -> None:
         counters.incr_many(amounts)
 
 
+# --- precise wake-ups -------------------------------------------------------------------------
+
+
+def next_deadline():
+    """The earliest auto-stop deadline of any instance auto-stop applies to (or None)."""
+    return (
+        Instance.objects.filter(
+            status__in=AUTO_STOP_CANDIDATES, auto_stop_enabled=True, auto_stop_at__isnull=False
+        )
+        .order_by("auto_stop_at")
+        .values_list("auto_stop_at", flat=True)
+        .first()
+    )
+
+
+def schedule_wakeup(deadline, *, now=None) -> bool:
+    """Book one extra sweep for `deadline` when it comes before beat's next run.
+
+    At most one wake-up is pending (shared across processes): a later one is not booked while
+    an earlier one waits, an earlier one replaces it. Overlapping sweeps are harmless anyway.
+    Returns whether a wake-up was booked.
+    """
+    if deadline is None or not settings.AUTO_STOP_ENABLED:
+        return False
+    now = now or timezone.now()
+    interval = timedelta(minutes=float(settings.AUTO_STOP_CHECK_INTERVAL_MINUTES))
+    at = max(deadline, now + WAKEUP_MIN_GAP)
+    if at >= now + interval:
+        return False  # beat's own run comes first
+    try:
+        pending = float(counters.get_value(WAKEUP_KEY) or 0)
+    except ValueError:
+        pending = 0
+    if now.timestamp() < pending <= at.timestamp():
+        return False
+    counters.set_value(WAKEUP_KEY, str(at.timestamp()))
+    from .. import tasks
+    from .queue import send
+
+    # A second past the deadline, so the sweep's own re-check finds the instance due.
+    return send(tasks.auto_stop_sweep, countdown=(at - now).total_seconds() + 1)
+
+
 # --- reading ----------------------------------------------------------------------------------
 
 
@@ -549,14 +599,7 @@ def stats() -> dict:
         .order_by("-started_at")
         .first()
     )
-    next_deadline = (
-        Instance.objects.filter(
-            status__in=AUTO_STOP_CANDIDATES, auto_stop_enabled=True, auto_stop_at__isnull=False
-        )
-        .order_by("auto_stop_at")
-        .values_list("auto_stop_at", flat=True)
-        .first()
-    )
+    upcoming = next_deadline()
     return {
         "schedulerRunning": scheduler_running(),
         "checkIntervalMinutes": _number(float(settings.AUTO_STOP_CHECK_INTERVAL_MINUTES)),
@@ -568,5 +611,5 @@ def stats() -> dict:
         "lastRunDurationMs": round(last.duration_ms, 1) if last else None,
         "lastRunStopped": last.acted if last else None,
         "totalStopped": int(counters.get_all().get(STOPPED_COUNTER, 0)),
-        "nextDeadlineAt": iso(next_deadline),
+        "nextDeadlineAt": iso(upcoming),
     }

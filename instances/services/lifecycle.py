@@ -532,6 +532,9 @@ def _check_readiness(instance: Instance, observed: dict, source: str) -> None:
             # A heartbeat from before a restart must not make a fresh instance idle at once.
             deadline = auto_stop_deadline(ready, since=max(ready.last_used_at or now, now))
             update_fields(ready.id, expected_status=Status.READY, auto_stop_at=deadline)
+            from . import autostop  # autostop builds on lifecycle
+
+            autostop.schedule_wakeup(deadline)
         return
     if _check_deadline(instance):
         return

@@ -437,3 +437,76 @@ def test_celery_task_runs_the_sweep(make_instance, stops):
     instance = ready(make_instance, ready_at=timezone.now() - minutes(30))
     tasks.auto_stop_sweep.delay()
     assert reload(instance).status == Status.STOPPING
+
+
+# --- precise wake-ups -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def booked(monkeypatch):
+    """Wake-up sweeps booked through the queue: (task name, countdown seconds)."""
+    from instances.services import queue
+
+    calls = []
+    monkeypatch.setattr(
+        queue, "send", lambda task, *a, countdown=None: calls.append((task.name, countdown)) or True
+    )
+    return calls
+
+
+def test_sweep_books_a_wakeup_for_a_deadline_before_beats_next_run(make_instance, booked):
+    now = timezone.now()
+    make_instance(auto_stop_at=now + timedelta(minutes=2), ready_at=now)
+    autostop.sweep(now=now)
+    ((name, countdown),) = booked
+    assert name == "instances.tasks.auto_stop_sweep"
+    assert 119 < countdown < 125
+
+
+def test_no_wakeup_when_beats_next_run_comes_first(make_instance, booked, settings):
+    settings.AUTO_STOP_CHECK_INTERVAL_MINUTES = 5
+    now = timezone.now()
+    make_instance(auto_stop_at=now + timedelta(minutes=7), ready_at=now)
+    autostop.sweep(now=now)
+    assert booked == []
+
+
+def test_wakeups_are_never_closer_than_the_minimum_gap(booked):
+    now = timezone.now()
+    assert autostop.schedule_wakeup(now + timedelta(seconds=1), now=now)
+    assert booked[0][1] == pytest.approx(autostop.WAKEUP_MIN_GAP.total_seconds() + 1, abs=0.5)
+
+
+def test_a_later_wakeup_waits_behind_an_earlier_pending_one(booked):
+    now = timezone.now()
+    assert autostop.schedule_wakeup(now + timedelta(seconds=60), now=now)
+    assert not autostop.schedule_wakeup(now + timedelta(seconds=90), now=now)
+    assert autostop.schedule_wakeup(now + timedelta(seconds=30), now=now)
+    assert len(booked) == 2
+
+
+def test_exempt_and_stopped_instances_book_no_wakeup(make_instance, booked):
+    now = timezone.now()
+    make_instance(auto_stop_at=now + timedelta(minutes=1), auto_stop_enabled=False)
+    make_instance(status=Status.STOPPED, auto_stop_at=now + timedelta(minutes=1))
+    autostop.sweep(now=now)
+    assert booked == []
+
+
+def test_becoming_ready_with_a_short_threshold_books_a_wakeup(
+    make_instance, novita, booked, monkeypatch
+):
+    from instances.services import lifecycle
+
+    monkeypatch.setattr(health_probe, "_probe_http", lambda url, timeout: (True, "HTTP 200"))
+    instance = make_instance(
+        status=Status.STARTING,
+        auto_stop_minutes=2,
+        readiness_deadline=timezone.now() + timedelta(minutes=5),
+        next_poll_at=timezone.now(),
+    )
+    novita.get_returns(remote_instance(instance.novita_instance_id, instance.name))
+    lifecycle.advance(lifecycle.claim(instance.id))
+    assert Instance.objects.get(pk=instance.pk).status == Status.READY
+    ((_, countdown),) = booked
+    assert 115 < countdown < 125

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -30,6 +29,7 @@ from ..novita.client import get_client
 from ..novita.schemas import Job, UpstreamInstance
 from ..status import TRANSITIONAL, Desired, Status
 from . import health_probe
+from .sweeps import Outcome
 from .transitions import record_event, transition, update_fields
 
 logger = logging.getLogger(__name__)
@@ -41,20 +41,6 @@ NAME_LOOKUP_LIMIT = 10
 # Upstream's job clock and ours differ; a job this much older than our migrate call still counts.
 JOB_CLOCK_SLACK = timedelta(minutes=2)
 FIRST_POLL_DELAY = 2.0
-SUMMARY_LIMIT = 200
-
-
-@dataclass
-class Outcome:
-    examined: int = 0
-    acted: int = 0
-    failures: int = 0
-    summary: list = field(default_factory=list)
-
-    def note(self, instance_id: str, action: str, **details) -> None:
-        self.acted += 1
-        if len(self.summary) < SUMMARY_LIMIT:
-            self.summary.append({"instanceId": instance_id, "action": action, **details})
 
 
 def _timeout() -> timedelta:
@@ -335,14 +321,9 @@ def sweep() -> SweepRun | None:
     outcome = Outcome()
     detect(outcome)
     follow_all(outcome)
-    run = SweepRun.objects.create(
-        kind=SweepRun.Kind.MIGRATION,
+    return outcome.record(
+        SweepRun.Kind.MIGRATION,
         started_at=started_at,
-        duration_ms=(time.perf_counter() - start_time) * 1000,
-        examined=outcome.examined,
-        acted=outcome.acted,
-        failures=outcome.failures,
-        summary=outcome.summary,
+        start=start_time,
+        heartbeat="heartbeat:migration",
     )
-    counters.set_value("heartbeat:migration", str(time.time()))
-    return run

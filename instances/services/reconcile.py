@@ -14,14 +14,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from ops import counters
 from ops.timeutil import iso
 
 from ..models import Instance, SweepRun
@@ -30,6 +28,7 @@ from ..novita.client import get_client
 from ..novita.schemas import UpstreamInstance
 from ..status import TRANSITIONAL, Desired, Status
 from . import lifecycle, migration, sync
+from .sweeps import Outcome
 from .transitions import record_event, transition
 
 logger = logging.getLogger(__name__)
@@ -38,21 +37,7 @@ logger = logging.getLogger(__name__)
 STALE_MONITOR = timedelta(minutes=5)
 # Instances missing from a listing are confirmed one get-instance call each; bound the cost.
 MISSING_CONFIRM_LIMIT = 20
-SUMMARY_LIMIT = 200
 _TOUCH_CHUNK = 500
-
-
-@dataclass
-class Outcome:
-    examined: int = 0
-    acted: int = 0
-    failures: int = 0
-    summary: list = field(default_factory=list)
-
-    def note(self, instance_id: str, action: str, **details) -> None:
-        self.acted += 1
-        if len(self.summary) < SUMMARY_LIMIT:
-            self.summary.append({"instanceId": instance_id, "action": action, **details})
 
 
 def _list_item_view(remote: UpstreamInstance) -> UpstreamInstance:
@@ -224,14 +209,6 @@ def run() -> SweepRun:
         if not snapshot.complete:
             outcome.summary.append({"warning": "listing incomplete; nothing was terminated"})
     resume_dead_monitors(outcome)
-    run = SweepRun.objects.create(
-        kind=SweepRun.Kind.RECONCILE,
-        started_at=started_at,
-        duration_ms=(time.perf_counter() - start) * 1000,
-        examined=outcome.examined,
-        acted=outcome.acted,
-        failures=outcome.failures,
-        summary=outcome.summary,
+    return outcome.record(
+        SweepRun.Kind.RECONCILE, started_at=started_at, start=start, heartbeat="heartbeat:reconcile"
     )
-    counters.set_value("heartbeat:reconcile", str(time.time()))
-    return run

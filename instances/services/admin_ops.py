@@ -19,7 +19,7 @@ from ..novita import errors as upstream
 from ..novita.client import get_client
 from ..status import AUTO_STOP_CANDIDATES, Desired, Status
 from . import autostop, lifecycle
-from .transitions import record_event, transition, update_fields
+from .transitions import note, record_event, transition, update_fields
 
 logger = logging.getLogger(__name__)
 
@@ -141,13 +141,10 @@ def sync_now(instance: Instance, *, actor: str) -> Instance:
             upstream_status="removed",
         )
         return Instance.objects.get(pk=instance.pk)
-    record_event(
-        instance.id,
+    note(
+        instance,
         source=SOURCE,
         reason=f"operator sync: upstream says {remote.status or 'nothing'}",
-        from_status=instance.status,
-        to_status=instance.status,
-        desired_status=instance.desired_status,
         actor=actor,
     )
     lifecycle.apply_upstream(instance, remote, source=SOURCE)

@@ -32,7 +32,7 @@ from ..status import (
     from_upstream,
 )
 from . import health_probe, queue
-from .transitions import record_event, transition, update_fields
+from .transitions import note, record_event, transition, update_fields
 
 logger = logging.getLogger(__name__)
 
@@ -290,13 +290,10 @@ def _call_upstream_action(instance: Instance, action: str) -> None:
             return  # already gone upstream: the monitor will record terminated
         raise
     except upstream.NovitaError as exc:
-        record_event(
-            instance.id,
+        note(
+            instance,
             source="worker",
             reason=f"upstream {action} failed, will retry: {exc.details()}",
-            from_status=instance.status,
-            to_status=instance.status,
-            desired_status=instance.desired_status,
         )
         raise
     finally:
@@ -593,14 +590,11 @@ def _drive_again(instance: Instance, action: str, source: str, observed: dict) -
         drive_attempts=instance.drive_attempts + 1,
         **observed,
     )
-    record_event(
-        instance.id,
+    note(
+        instance,
         source=source,
         reason=f"upstream is {observed.get('upstream_status')}; sending {action} again "
         f"(attempt {instance.drive_attempts + 1} of {MAX_DRIVE_ATTEMPTS})",
-        from_status=instance.status,
-        to_status=instance.status,
-        desired_status=instance.desired_status,
     )
     client = get_client()
     try:

@@ -30,7 +30,7 @@ from ..novita.schemas import Job, UpstreamInstance
 from ..status import TRANSITIONAL, Desired, Status
 from . import health_probe
 from .sweeps import Outcome
-from .transitions import record_event, transition, update_fields
+from .transitions import note, record_event, transition, update_fields
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +117,10 @@ def start(instance: Instance, remote: UpstreamInstance) -> bool:
             Instance.objects.filter(pk=instance.pk, migration_started_at=now).update(
                 migration_started_at=None
             )
-            record_event(
-                instance.id,
+            note(
+                instance,
                 source="migration",
                 reason=f"spot instance reclaimed; migrate call failed, will retry: {exc.details()}",
-                from_status=instance.status,
-                to_status=instance.status,
-                desired_status=instance.desired_status,
             )
             return False
         if result.job_id:

@@ -38,6 +38,19 @@ def record_event(
     )
 
 
+def note(instance: Instance, *, source: str, reason: str, actor: str = "") -> InstanceEvent:
+    """Record a decision or attempt that did not change the instance's status."""
+    return record_event(
+        instance.id,
+        source=source,
+        reason=reason,
+        from_status=instance.status,
+        to_status=instance.status,
+        desired_status=instance.desired_status,
+        actor=actor,
+    )
+
+
 def transition(
     instance_id: str,
     *,

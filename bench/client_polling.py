@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.stack import Stack, wait_until  # noqa: E402
+from tests.e2e.stack import Stack  # noqa: E402
 
 
 def _poller(port: int, ids: list[str], seconds: float, interval: float, queue):
@@ -79,25 +79,7 @@ def main() -> None:
     try:
         stack.start()
 
-        ids = []
-        for index in range(args.instances):
-            response = stack.api(
-                "POST",
-                "/api/instances",
-                json={
-                    "name": f"poll-{index}",
-                    "productName": "RTX 4090 24GB",
-                    "templateId": "comfyui",
-                },
-            )
-            response.raise_for_status()
-            ids.append(response.json()["instanceId"])
-        wait_until(
-            lambda: all(stack.instance(i)["status"] == "ready" for i in ids),
-            240,
-            interval=2,
-            message=f"{args.instances} instances ready",
-        )
+        ids = stack.create_ready(args.instances, prefix="poll", timeout=240)
         time.sleep(1)
 
         before = stack.upstream_calls()["total"]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.stack import Stack, wait_until  # noqa: E402
+from tests.e2e.stack import Stack  # noqa: E402
 
 THREADS_PER_PROCESS = 8
 HEALTH_SHARE = 0.2
@@ -100,25 +100,7 @@ def main() -> int:
     stack = Stack(step_seconds=0.05, web_workers=2, extra_env={"LOG_LEVEL": "ERROR"})
     try:
         stack.start()
-        ids = []
-        for index in range(args.instances):
-            response = stack.api(
-                "POST",
-                "/api/instances",
-                json={
-                    "name": f"load-{index}",
-                    "productName": "RTX 4090 24GB",
-                    "templateId": "comfyui",
-                },
-            )
-            response.raise_for_status()
-            ids.append(response.json()["instanceId"])
-        wait_until(
-            lambda: all(stack.instance(i)["status"] == "ready" for i in ids),
-            180,
-            interval=1,
-            message="instances ready",
-        )
+        ids = stack.create_ready(args.instances, prefix="load", timeout=180)
         upstream_before = stack.upstream_calls()["total"]
 
         per_process = args.rate / args.processes

@@ -74,6 +74,19 @@ def about(instance: Instance, text: str):
     return format_html("<code>{}</code>: {}", instance.id, text)
 
 
+class ReadOnlyAdmin:
+    """Records the service writes (deliveries, events): operators read them, never edit."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class Pending(str):
     """An outcome that is recorded but not complete (Novita did not take the call yet)."""
 
@@ -481,7 +494,7 @@ class InstanceAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = [
         "created_at",
         "instance_link",
@@ -513,15 +526,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     @admin.display(description="instance", ordering="instance__name")
     def instance_link(self, obj):
         url = reverse("admin:instances_instance_change", args=[obj.instance_id])
@@ -539,7 +543,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
 
 @admin.register(InstanceEvent)
-class InstanceEventAdmin(admin.ModelAdmin):
+class InstanceEventAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = [
         "created_at",
         "instance",
@@ -556,15 +560,6 @@ class InstanceEventAdmin(admin.ModelAdmin):
     ordering = ["-created_at", "-id"]
     # The timeline grows with every change: skip the exact count of a filtered list.
     show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def dashboard_view(request):

@@ -19,7 +19,7 @@ from ..novita import errors as upstream
 from ..novita.client import get_client
 from ..status import AUTO_STOP_CANDIDATES, Desired, Status
 from . import autostop, lifecycle
-from .transitions import note, record_event, transition, update_fields
+from .transitions import note, transition, update_fields
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +76,7 @@ def set_auto_stop(
         reason = f"auto-stop enabled after {threshold} idle"
         if deadline:
             reason += f"; next stop at {deadline:%Y-%m-%d %H:%M:%S} UTC"
-    record_event(
-        current.id,
-        source=SOURCE,
-        reason=reason,
-        from_status=current.status,
-        to_status=current.status,
-        desired_status=current.desired_status,
-        actor=actor,
-    )
+    note(current, source=SOURCE, reason=reason, actor=actor)
     return Instance.objects.get(pk=instance.pk)
 
 
@@ -102,15 +94,7 @@ def mark_used(instance: Instance, *, actor: str) -> Instance:
     reason = "marked as used by an operator"
     if current.auto_stop_at and current.status in AUTO_STOP_CANDIDATES:
         reason += f"; next auto-stop at {current.auto_stop_at:%Y-%m-%d %H:%M:%S} UTC"
-    record_event(
-        current.id,
-        source=SOURCE,
-        reason=reason,
-        from_status=current.status,
-        to_status=current.status,
-        desired_status=current.desired_status,
-        actor=actor,
-    )
+    note(current, source=SOURCE, reason=reason, actor=actor)
     return current
 
 

@@ -324,6 +324,31 @@ class Stack:
         kwargs.setdefault("timeout", 15)
         return requests.request(method, f"http://127.0.0.1:{self.web_ports[web]}{path}", **kwargs)
 
+    def create_ready(
+        self, count: int, *, prefix: str, template: str = "comfyui", timeout: float = 240
+    ) -> list[str]:
+        """Create `count` instances through the API and wait until every one is ready."""
+        ids = []
+        for index in range(count):
+            response = self.api(
+                "POST",
+                "/api/instances",
+                json={
+                    "name": f"{prefix}-{index}",
+                    "productName": "RTX 4090 24GB",
+                    "templateId": template,
+                },
+            )
+            response.raise_for_status()
+            ids.append(response.json()["instanceId"])
+        wait_until(
+            lambda: all(self.instance(i)["status"] == "ready" for i in ids),
+            timeout,
+            interval=1,
+            message=f"{count} instances ready",
+        )
+        return ids
+
     def instance(self, instance_id: str) -> dict:
         return self.api("GET", f"/api/instances/{instance_id}").json()
 

@@ -7,7 +7,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from novita_gateway.errors import InstanceNotFound
+from novita_gateway.errors import InstanceNotFound, InvalidInstanceState
 from ops.timeutil import iso
 
 from .. import representations
@@ -149,8 +149,6 @@ def _stop(request, instance: Instance, data: dict) -> Response:
         instance, webhook_url=data.get("webhookUrl"), actor=actor_of(request)
     )
     if stopped is None:
-        from novita_gateway.errors import InvalidInstanceState
-
         raise InvalidInstanceState(
             "Instance changed state meanwhile; try again", code="INSTANCE_STATE_CHANGED"
         )

@@ -135,7 +135,7 @@ def _cache(name: str) -> dict:
             },
         }
     return {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "BACKEND": "ops.caching.FileCache",
         "LOCATION": str(VAR_DIR / "cache" / name),
         "TIMEOUT": 300,
     }

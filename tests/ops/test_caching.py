@@ -221,3 +221,16 @@ def test_cache_endpoints_require_an_api_key_once_keys_exist(api, settings):
     assert api.post("/api/cache/clear", {}, format="json").status_code == 401
     api.credentials(HTTP_AUTHORIZATION="Bearer cache-key-0123456789abcdef")
     assert api.get("/api/cache/stats").status_code == 200
+
+
+def test_file_cache_without_redis_reads_back_what_it_wrote(tmp_path):
+    cache = caching.FileCache(str(tmp_path), {"TIMEOUT": 60})
+    rows = {
+        f"id-{i}": {"id": f"id-{i}", "name": f"box-{i}", "ports": [8888, 22]} for i in range(500)
+    }
+
+    cache.set("snapshot", rows, 5)
+
+    assert cache.get("snapshot") == rows
+    cache.set("gone", 1, -1)
+    assert cache.get("gone") is None

@@ -22,6 +22,8 @@ from typing import Any
 
 def as_str(value: Any) -> str | None:
     """Text, with "" and null both meaning "no value"."""
+    if type(value) is str:  # by far the commonest case: answered before any other test
+        return value or None
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -33,6 +35,14 @@ def as_str(value: Any) -> str | None:
 
 def as_int(value: Any) -> int | None:
     """An integer from an int, a float or a numeric string ("24", "24.0"); else None."""
+    kind = type(value)
+    if kind is int:
+        return value
+    if kind is str:
+        try:
+            return int(value)
+        except ValueError:
+            pass  # "", "24.0", "n/a": the general path below
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -119,6 +129,40 @@ def str_list(value: Any) -> list[str]:
 def any_id(data: dict) -> str | None:
     """Upstream spells identifiers `id` on some objects and `Id` on others (jobs, templates)."""
     return as_str(data.get("id")) or as_str(data.get("Id")) or as_str(data.get("ID"))
+
+
+def port_layout(value: Any) -> tuple[tuple[int, str | None, str], ...]:
+    """(port, endpoint, type) for each usable entry of a portMappings list; type defaults to
+    http. A tuple, so callers can use it as a key: most instances share a few layouts.
+
+    Runs for every instance of every listing pass, so well-typed values skip the coercions.
+    """
+    if type(value) is not list:
+        return ()
+    layout = []
+    for item in value:
+        if type(item) is not dict:
+            continue
+        get = item.get
+        port = get("port")
+        if type(port) is not int:
+            port = as_int(port)
+            if port is None:
+                continue
+        kind = get("type")
+        kind = kind.lower() if type(kind) is str and kind else (as_str(kind) or "http").lower()
+        endpoint = get("endpoint")
+        if endpoint is not None and (type(endpoint) is not str or not endpoint):
+            endpoint = as_str(endpoint)
+        layout.append((port, endpoint, kind))
+    return tuple(layout)
+
+
+def status_error_text(value: Any) -> str | None:
+    """statusError's text: an object's message (or state), or a bare string."""
+    if isinstance(value, dict):
+        return as_str(value.get("message")) or as_str(value.get("state"))
+    return as_str(value)
 
 
 def env_list(value: Any) -> list[dict[str, str]]:
@@ -286,26 +330,11 @@ class UpstreamInstance:
         data = as_dict(data)
         get = data.get
 
-        mappings = []
-        for item in as_list(get("portMappings")):
-            item = as_dict(item)
-            port = as_int(item.get("port"))
-            if port is None:
-                continue
-            mappings.append(
-                PortMapping(
-                    port=port,
-                    endpoint=as_str(item.get("endpoint")),
-                    type=(as_str(item.get("type")) or "http").lower(),
-                )
-            )
-
-        status_error = get("statusError")
-        if isinstance(status_error, dict):
-            error_text = as_str(status_error.get("message")) or as_str(status_error.get("state"))
-        else:
-            error_text = as_str(status_error)
-
+        mappings = [
+            PortMapping(port=port, endpoint=endpoint, type=kind)
+            for port, endpoint, kind in port_layout(get("portMappings"))
+        ]
+        error_text = status_error_text(get("statusError"))
         ssh = as_dict(get("connectComponentSSH"))
         reclaim = as_int(get("spotReclaimTime"))
         return cls(

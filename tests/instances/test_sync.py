@@ -174,6 +174,47 @@ def test_novita_only_rows_get_a_gateway_status(api, novita, upstream, expected):
     assert row["id"] == row["novitaInstanceId"] == "nov-x"
 
 
+def test_novita_rows_read_every_shape_upstream_is_known_to_send(api, novita):
+    serve_list(
+        novita,
+        [
+            {
+                "Id": "up-a",
+                "name": "a",
+                "status": "running",
+                "cpuNum": 8,
+                "memory": 32.0,
+                "gpuNum": "2",
+                "clusterId": "",
+                "createdAt": "1700000000000",  # milliseconds
+                "portMappings": [{"port": "8888", "type": "HTTP"}, {"port": "x"}, "junk"],
+            },
+            {"id": "up-b", "status": "running", "createdAt": "2023-11-14T22:13:20Z"},
+            {"id": "up-c", "status": "running", "createdAt": 1700000000, "portMappings": None},
+            {"id": "up-d", "status": "running", "createdAt": "0", "statusError": ""},
+            "not an object",
+            {"name": "no id at all", "status": "running"},
+        ],
+    )
+
+    response = api.get(URL)
+
+    assert response.status_code == 200
+    rows = {row["id"]: row for row in response.json()["instances"]}
+    assert set(rows) == {"up-a", "up-b", "up-c", "up-d"}
+    a = rows["up-a"]
+    assert (a["cpuNum"], a["memory"], a["gpuNum"], a["clusterId"]) == ("8", "32GB", 2, None)
+    assert a["portMappings"] == [{"port": 8888, "endpoint": None, "type": "http"}]
+    created = {key: row["createdAt"] for key, row in rows.items()}
+    assert created == {
+        "up-a": "2023-11-14T22:13:20.000Z",
+        "up-b": "2023-11-14T22:13:20.000Z",
+        "up-c": "2023-11-14T22:13:20.000Z",
+        "up-d": None,
+    }
+    assert rows["up-d"]["status"] == "running"  # an empty statusError is no error
+
+
 def test_include_novita_only_false_leaves_out_unmanaged_instances(api, make_instance, novita):
     make_instance(name="mine", novita_instance_id="nov-mine")
     serve_list(

@@ -2,6 +2,8 @@
 
 import json
 import logging
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from unittest import mock
@@ -475,6 +477,97 @@ def test_iter_instance_pages_yields_one_page_per_request(mocked):
     assert [p.page_num for p in pages] == [1, 2]
     assert pages[0].total == 3
     assert [i.id for i in pages[1]] == ["c"]
+
+
+def test_read_ahead_yields_every_page_in_order_as_raw_items(mocked):
+    _instances_page(mocked, 1, ["a", "b"], 5)
+    _instances_page(mocked, 2, ["c", "d"], 5)
+    _instances_page(mocked, 3, ["e"], 5)
+
+    reader = make_client().iter_instance_pages(page_size=2, raw=True, read_ahead=True)
+
+    assert [[item["id"] for item in page] for page in reader] == [["a", "b"], ["c", "d"], ["e"]]
+    assert len(mocked.calls) == 3
+
+
+def test_read_ahead_raises_a_failed_page_in_the_callers_thread(mocked):
+    _instances_page(mocked, 1, ["a", "b"], 5)
+    mocked.get(
+        V1 + "/gpu/instances",
+        match=[matchers.query_param_matcher({"pageSize": "2", "pageNum": "2"})],
+        json={"reason": "INTERNAL"},
+        status=500,
+    )
+
+    reader = make_client().iter_instance_pages(page_size=2, raw=True, read_ahead=True)
+
+    assert [item["id"] for item in next(reader)] == ["a", "b"]
+    with pytest.raises(NovitaTransientError):
+        next(reader)
+
+
+def test_read_ahead_stops_requesting_pages_once_closed(mocked):
+    fetched = threading.Event()
+    release = threading.Event()
+
+    def slow_page(request):
+        fetched.set()
+        release.wait(5)
+        page = request.params["pageNum"]
+        return 200, {}, json.dumps({"instances": [{"id": f"i{page}"}], "total": 100})
+
+    mocked.add_callback("GET", V1 + "/gpu/instances", callback=slow_page)
+    reader = make_client().iter_instance_pages(page_size=1, raw=True, read_ahead=True)
+    assert fetched.wait(5)  # the first page is requested before anyone asks for it
+
+    reader.close()
+    release.set()
+    time.sleep(0.2)
+
+    assert len(mocked.calls) == 1
+
+
+def test_a_body_orjson_refuses_is_still_read(mocked):
+    # The fast parser rejects NaN, which the standard one (and many servers) accept.
+    mocked.get(
+        V1 + "/gpu/instances",
+        body='{"instances": [{"id": "a", "name": "box", "memory": NaN}], "total": 1}',
+        content_type="application/json",
+    )
+
+    [instance] = make_client().list_instances()
+
+    assert (instance.id, instance.name, instance.memory) == ("a", "box", None)
+
+
+def test_a_netrc_entry_never_replaces_the_api_key(mocked, tmp_path, monkeypatch):
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine novita.test login someone password other-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    _instances_page(mocked, 1, ["a"], 1)
+
+    make_client().list_instances(page_size=2)
+
+    assert mocked.calls[0].request.headers["Authorization"] == f"Bearer {KEY}"
+
+
+def test_proxy_settings_from_the_environment_still_apply(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal.test:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    session = requests.Session()
+    seen = {}
+
+    def record(method, url, **kwargs):
+        seen.update(kwargs)
+        response = requests.Response()
+        response.status_code, response._content = 200, b'{"instances": [], "total": 0}'
+        return response
+
+    session.request = record
+    NovitaClient(BASE, KEY, session=session).list_instances()
+
+    assert seen["proxies"] == {"https": "http://proxy.internal.test:3128"}
 
 
 def test_list_jobs_paginates_and_filters_by_instance(mocked):

@@ -190,7 +190,14 @@ def stop_instance(
     actor: str = "",
     expected=STOPPABLE,
 ) -> Instance | None:
-    """Ask for a stop. Returns None when a concurrent actor already moved the instance."""
+    """Ask for a stop. Returns None when a concurrent actor already moved the instance.
+
+    A stop already under way (stopping, desired stopped) is returned as it is, with its
+    operation id and no new upstream call: a client retrying a stop that answered 502 or
+    timed out, while the gateway kept driving it, gets the same answer as the first time.
+    """
+    if instance.status == Status.STOPPING and instance.desired_status == Desired.STOPPED:
+        return instance
     if instance.status not in expected:
         raise InvalidInstanceState(
             f"Instance cannot be stopped while {instance.status}",

@@ -104,10 +104,11 @@ def test_fifty_parallel_creates_with_one_name_make_exactly_one(stack, creates_re
 
 
 def test_parallel_stops_and_starts_on_one_instance_act_once(stack):
-    """Ten stops and five starts at the same moment on a ready instance: exactly one stop is
-    accepted, everything else is refused with a clear 409, upstream gets exactly one stop call
-    and no start, and the instance ends stopped. Then ten starts at once on the stopped
-    instance: one is accepted, one upstream start call, and it ends ready."""
+    """Ten stops and five starts at the same moment on a ready instance: the stops are one
+    stop (every 200 carries the same operation; a stop that lost the race to the state change
+    may get a clear 409), the starts are refused with a clear 409, upstream gets exactly one
+    stop call and no start, and the instance ends stopped. Then ten starts at once on the
+    stopped instance: one is accepted, one upstream start call, and it ends ready."""
     instance_id = stack.api("POST", "/api/instances", json={"name": "contended", **CREATE}).json()[
         "instanceId"
     ]
@@ -119,10 +120,12 @@ def test_parallel_stops_and_starts_on_one_instance_act_once(stack):
     start = ("POST", f"/api/instances/{instance_id}/start", {})
     responses = fire(stack, [stop] * 10 + [start] * 5)
     stop_answers, start_answers = responses[:10], responses[10:]
-    assert sorted(r.status_code for r in stop_answers) == [200] + [409] * 9
+    accepted = [r for r in stop_answers if r.status_code == 200]
+    assert accepted and {r.status_code for r in stop_answers} <= {200, 409}
+    assert len({r.json()["operationId"] for r in accepted}) == 1
     assert {code(r) for r in stop_answers if r.status_code == 409} <= {
-        "INSTANCE_NOT_STOPPABLE",
         "INSTANCE_STATE_CHANGED",
+        "INSTANCE_NOT_STOPPABLE",  # a straggler that arrived after the stop completed
     }
     assert {r.status_code for r in start_answers} == {409}
     assert {code(r) for r in start_answers} <= {"INSTANCE_NOT_STARTABLE", "INSTANCE_STATE_CHANGED"}

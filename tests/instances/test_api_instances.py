@@ -352,6 +352,21 @@ def test_stop_upstream_failure_is_502_and_stop_stays_desired(api, make_instance,
     assert instance.next_poll_at is not None, "the monitor keeps pursuing the stop"
 
 
+def test_retrying_a_stop_that_answered_502_gets_the_same_operation(api, make_instance, novita):
+    instance = make_instance()
+    novita.action_returns("stop", status=502, body={"message": "bad gateway"})
+    first = post(api, f"/api/instances/{instance.id}/stop", {})
+    assert first.status_code == 502
+    operation_id = Instance.objects.get(pk=instance.pk).operation_id
+
+    retry = post(api, f"/api/instances/{instance.id}/stop", {})
+
+    assert retry.status_code == 200
+    assert retry.json()["status"] == "stopping"
+    assert retry.json()["operationId"] == operation_id
+    assert len(novita.calls("/gpu/instance/stop")) == 1, "the monitor, not the retry, re-sends it"
+
+
 # --- delete ---------------------------------------------------------------------------------
 
 

@@ -296,6 +296,8 @@ MONITOR_INTERVAL_SECONDS = env.float("MONITOR_INTERVAL_SECONDS", default=5)
 # recovery delay after a worker dies mid-step); must exceed the longest monitor step.
 MONITOR_LEASE_SECONDS = env.float("MONITOR_LEASE_SECONDS", default=90)
 RECONCILE_INTERVAL_SECONDS = env.float("RECONCILE_INTERVAL_SECONDS", default=60)
+# The sweeps record a few thousand runs a day; older ones are dropped (0 keeps them all).
+SWEEP_RUN_RETENTION_DAYS = env.int("SWEEP_RUN_RETENTION_DAYS", default=14)
 MIGRATION_ENABLED = env.bool("MIGRATION_ENABLED", default=True)
 MIGRATION_TIMEOUT_MINUTES = env.float("MIGRATION_TIMEOUT_MINUTES", default=30)
 

@@ -39,6 +39,7 @@ from ..novita.client import get_client
 from ..status import AUTO_STOP_CANDIDATES, Desired, Status
 from . import webhooks
 from .lifecycle import CLAIM_LEASE, FIRST_POLL_DELAY
+from .sweeps import prune_old_runs
 
 logger = logging.getLogger(__name__)
 
@@ -477,6 +478,7 @@ def sweep(
         failures=len(result.failures),
         summary=summary,
     )
+    prune_old_runs(SweepRun.Kind.AUTO_STOP)
     result.run_id = run.pk
     if trigger == "schedule" and not dry_run:
         counters.set_value(HEARTBEAT_KEY, str(timezone.now().timestamp()))

@@ -1,9 +1,13 @@
-"""What the reconcile and migration sweeps share: a tally of one run, and recording it."""
+"""What the sweeps share: a tally of one run, recording it, and dropping old runs."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
 
 from ops import counters
 
@@ -37,5 +41,20 @@ class Outcome:
             failures=self.failures,
             summary=self.summary,
         )
+        prune_old_runs(kind)
         counters.set_value(heartbeat, str(time.time()))
         return run
+
+
+def prune_old_runs(kind: str) -> int:
+    """Drop this kind's runs older than SWEEP_RUN_RETENTION_DAYS; returns how many.
+
+    Run after each recorded run: one indexed DELETE, so the table stays a few weeks deep
+    instead of growing by thousands of rows a day for ever.
+    """
+    days = settings.SWEEP_RUN_RETENTION_DAYS
+    if days <= 0:
+        return 0
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted, _ = SweepRun.objects.filter(kind=kind, started_at__lt=cutoff).delete()
+    return deleted

@@ -510,3 +510,17 @@ def test_becoming_ready_with_a_short_threshold_books_a_wakeup(
     assert Instance.objects.get(pk=instance.pk).status == Status.READY
     ((_, countdown),) = booked
     assert 115 < countdown < 125
+
+
+def test_an_auto_stop_run_drops_auto_stop_runs_past_their_retention(clock, settings):
+    settings.SWEEP_RUN_RETENTION_DAYS = 14
+    clock(T0)
+    old = SweepRun.objects.create(kind=SweepRun.Kind.AUTO_STOP, started_at=T0 - timedelta(days=20))
+    recent = SweepRun.objects.create(
+        kind=SweepRun.Kind.AUTO_STOP, started_at=T0 - timedelta(days=2)
+    )
+
+    autostop.sweep(now=T0)
+
+    assert not SweepRun.objects.filter(pk=old.pk).exists()
+    assert SweepRun.objects.filter(pk=recent.pk).exists()

@@ -261,3 +261,34 @@ def test_reclaimed_spot_instance_seen_by_the_pass_is_migrated(make_instance, nov
     assert instance.migration_started_at is not None
     assert instance.events.get(to_status="starting").source == "migration"
     assert len(novita.calls("/gpu/instance/migrate")) == 1
+
+
+def test_sweep_runs_past_their_retention_are_dropped_when_a_run_is_recorded(novita, settings):
+    settings.SWEEP_RUN_RETENTION_DAYS = 14
+    now = timezone.now()
+    old = SweepRun.objects.create(kind=SweepRun.Kind.RECONCILE, started_at=now - timedelta(days=15))
+    recent = SweepRun.objects.create(
+        kind=SweepRun.Kind.RECONCILE, started_at=now - timedelta(days=13)
+    )
+    other_kind = SweepRun.objects.create(
+        kind=SweepRun.Kind.AUTO_STOP, started_at=now - timedelta(days=15)
+    )
+    serve_list(novita, [])
+
+    run = reconcile.run()
+
+    kept = set(SweepRun.objects.values_list("pk", flat=True))
+    assert kept == {recent.pk, other_kind.pk, run.pk}
+    assert old.pk not in kept
+
+
+def test_a_retention_of_zero_keeps_every_sweep_run(novita, settings):
+    settings.SWEEP_RUN_RETENTION_DAYS = 0
+    ancient = SweepRun.objects.create(
+        kind=SweepRun.Kind.RECONCILE, started_at=timezone.now() - timedelta(days=3650)
+    )
+    serve_list(novita, [])
+
+    reconcile.run()
+
+    assert SweepRun.objects.filter(pk=ancient.pk).exists()

@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchutil import percentile  # noqa: E402
+
 from tests.e2e.stack import Stack  # noqa: E402
 
 
@@ -55,11 +57,6 @@ def _poller(port: int, ids: list[str], seconds: float, interval: float, queue):
             continue
         latencies.append(time.perf_counter() - started)
     queue.put((latencies, errors))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:

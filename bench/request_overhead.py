@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchutil import percentile
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -159,11 +161,6 @@ def measure(port: int, path: str, requests: int, clients: int) -> tuple[list[flo
     for proc in procs:
         proc.join()
     return [x for chunk, _ in results for x in chunk], elapsed, sum(b for _, b in results)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:

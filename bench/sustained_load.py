@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchutil import percentile  # noqa: E402
+
 from tests.e2e.stack import Stack  # noqa: E402
 
 THREADS_PER_PROCESS = 8
@@ -79,11 +81,6 @@ def _generator(port, ids, rate, offset, start_at, seconds, queue):
     for thread in threads:
         thread.join()
     queue.put(results)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> int:

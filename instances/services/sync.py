@@ -275,8 +275,7 @@ def novita_row(
         if port_layouts is not None and len(port_layouts) < 1000:
             port_layouts[layout] = ports
     status = as_str(get("status"))
-    error = get("statusError")
-    has_error = bool(error) and status_error_text(error) is not None
+    has_error = status_error_text(get("statusError")) is not None
     spot_status = as_str(get("spotStatus"))
     # Nobody asked us to manage it, so nobody asked for a stop either: `exited` reads as
     # upstream documents it (stopped), except after a spot reclaim, where it stopped on its own.
@@ -381,25 +380,26 @@ def fleet(
     novitaApiTime (pass and cache) includes localDataTime; totalRequestTime is the wall time.
     """
     start = time.perf_counter()
-    local: list[Instance] = []
-    local_seconds = 0.0
-
-    def read_local() -> None:
-        nonlocal local, local_seconds
-        began = time.perf_counter()
-        local = _local_instances()
-        local_seconds += time.perf_counter() - began
-
     if sync_local_state:
         snapshot, cache_hit = get_snapshot(fresh=True)
-        upstream_seconds = time.perf_counter() - start
-        read_local()
+        upstream_done = time.perf_counter()
+        local = _local_instances()
         from .reconcile import reconcile_rows
 
         if reconcile_rows(local, snapshot, source="reconcile").acted:
-            read_local()
-        local_seconds = time.perf_counter() - start - upstream_seconds
+            local = _local_instances()
+        upstream_seconds = upstream_done - start
+        local_seconds = time.perf_counter() - upstream_done
     else:
+        local: list[Instance] = []
+        local_seconds = 0.0
+
+        def read_local() -> None:
+            nonlocal local, local_seconds
+            began = time.perf_counter()
+            local = _local_instances()
+            local_seconds = time.perf_counter() - began
+
         snapshot, cache_hit = get_snapshot(meanwhile=read_local)
         upstream_seconds = time.perf_counter() - start
         if cache_hit:  # the database read ran after the cache read, not during a pass

@@ -407,6 +407,16 @@ class Stack:
     def clear_faults(self) -> None:
         self.sandbox("DELETE", "/_sandbox/faults").raise_for_status()
 
+    @contextlib.contextmanager
+    def running(self):
+        """Start the stack, yield it, check no process gave up, and always stop it."""
+        try:
+            self.start()
+            yield self
+            assert not self.crashed(), f"processes gave up: {self.crashed()}"
+        finally:
+            self.stop()
+
     def stop(self, grace: float = 3):
         # Signal everything first and wait once: a Celery worker on the file broker takes
         # ~10 s to finish a warm shutdown, and nothing here needs a graceful one.

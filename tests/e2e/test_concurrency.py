@@ -25,13 +25,8 @@ CREATE = {"productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
 
 @pytest.fixture(scope="module")
 def stack():
-    s = Stack(step_seconds=0.1, web_workers=2)
-    try:
-        s.start()
+    with Stack(step_seconds=0.1, web_workers=2).running() as s:
         yield s
-        assert not s.crashed(), f"processes gave up: {s.crashed()}"
-    finally:
-        s.stop()
 
 
 def fire(stack, calls: list[tuple[str, str, dict | None]]):

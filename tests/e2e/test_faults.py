@@ -35,13 +35,8 @@ IN_CI = bool(os.environ.get("CI"))
 
 @pytest.fixture(scope="module")
 def stack():
-    s = Stack(step_seconds=0.1, extra_env=FAULT_ENV)
-    try:
-        s.start()
+    with Stack(step_seconds=0.1, extra_env=FAULT_ENV).running() as s:
         yield s
-        assert not s.crashed(), f"processes gave up: {s.crashed()}"
-    finally:
-        s.stop()
 
 
 @pytest.fixture(autouse=True)

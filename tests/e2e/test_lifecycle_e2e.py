@@ -16,9 +16,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def stack():
-    s = Stack().start()
-    yield s
-    s.stop()
+    with Stack().running() as s:
+        yield s
 
 
 def verify_webhook_signature(payload: bytes, signature: str, secret: str) -> bool:

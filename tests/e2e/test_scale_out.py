@@ -44,7 +44,7 @@ class ProxiedStack(Stack):
 
 @pytest.fixture(scope="module")
 def stack():
-    s = ProxiedStack(
+    with ProxiedStack(
         webs=2,
         workers=2,
         step_seconds=0.1,
@@ -54,13 +54,8 @@ def stack():
             "NOVITA_CIRCUIT_FAILURE_THRESHOLD": 3,
             "NOVITA_CIRCUIT_RESET_SECONDS": 3,
         },
-    )
-    try:
-        s.start()
+    ).running() as s:
         yield s
-        assert not s.crashed(), f"processes gave up: {s.crashed()}"
-    finally:
-        s.stop()
 
 
 def error_code(response) -> str | None:

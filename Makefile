@@ -3,6 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+# Runtime files; settings read the generated secret key from here when DJANGO_SECRET_KEY is unset.
+VAR_DIR ?= var
+SECRET_FILE := $(VAR_DIR)/secret_key
 
 .PHONY: run test lint bench install superuser
 
@@ -12,9 +15,16 @@ $(STAMP): requirements.txt
 	$(BIN)/pip install --quiet -r requirements.txt
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
-install: $(STAMP)
+# One key per checkout, kept across runs so admin sessions survive a restart.
+$(SECRET_FILE):
+	mkdir -p $(VAR_DIR)
+	umask 077 && $(PY) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
 
-run: $(STAMP)
+# After this every manage.py command in the README works as is (no variable to export).
+install: $(STAMP) $(SECRET_FILE)
+	$(BIN)/python manage.py migrate --noinput
+
+run: $(STAMP) $(SECRET_FILE)
 	./scripts/run.sh
 
 lint: $(STAMP)
@@ -32,5 +42,6 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
-superuser: $(STAMP)
-	$(BIN)/python manage.py createsuperuser
+# Interactive, or unattended when DJANGO_SUPERUSER_USERNAME (and _PASSWORD, _EMAIL) are set.
+superuser: install
+	$(BIN)/python manage.py createsuperuser $(if $(DJANGO_SUPERUSER_USERNAME),--noinput)

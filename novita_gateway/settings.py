@@ -16,12 +16,34 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 DEBUG = env.bool("DEBUG", default=False)
 TESTING = "pytest" in sys.modules
 _INSECURE_DEV_KEY = "django-insecure-dev-only-key-do-not-use-in-production-0123456789"
+
+
+def _var_dir() -> Path:
+    if TESTING and not os.environ.get("VAR_DIR"):
+        # Each test run gets its own runtime folder (counters, file caches), inherited by any
+        # process a test starts, so concurrent runs never see each other's figures.
+        os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="ngw-test-")
+    return Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
+
+
+# Runtime files (SQLite database, file broker, file cache, generated key) live under var/.
+VAR_DIR = _var_dir()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
+# `make install` / `make run` generate one key per checkout, so every manage.py command works
+# from a clone without exporting anything; a deployment sets DJANGO_SECRET_KEY instead.
+_GENERATED_KEY_FILE = VAR_DIR / "secret_key"
+if not SECRET_KEY and _GENERATED_KEY_FILE.is_file():
+    SECRET_KEY = _GENERATED_KEY_FILE.read_text().strip()
 if not SECRET_KEY:
     if not (DEBUG or TESTING):
         from django.core.exceptions import ImproperlyConfigured
 
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DEBUG is false.")
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DEBUG is false "
+            f"(or run `make install`, which generates {_GENERATED_KEY_FILE} for local use)."
+        )
     SECRET_KEY = _INSECURE_DEV_KEY
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
@@ -88,14 +110,6 @@ TEMPLATES = [
         },
     },
 ]
-
-# Runtime files (SQLite database, file broker, file cache) live under var/ by default.
-if TESTING and not os.environ.get("VAR_DIR"):
-    # Each test run gets its own runtime folder (counters, file caches), inherited by any
-    # process a test starts, so concurrent runs never see each other's figures.
-    os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="ngw-test-")
-VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -3,6 +3,7 @@
 import secrets
 
 from django.db import models
+from django.db.models import Case, IntegerField, Q, Value, When
 from django.utils import timezone
 
 from .status import Desired, Status
@@ -16,11 +17,27 @@ def new_operation_id(kind: str) -> str:
     return f"op_{kind}_{secrets.token_hex(6)}"
 
 
+class InstanceQuerySet(models.QuerySet):
+    def named(self, name: str):
+        """Instances called `name`: the live one first, then terminated ones, newest first.
+
+        Names are unique only among instances that are not terminated, so a name may also
+        belong to any number of terminated instances.
+        """
+        terminated_last = Case(
+            When(status=Status.TERMINATED, then=Value(1)),
+            default=Value(0),
+            output_field=IntegerField(),
+        )
+        return self.filter(name=name).order_by(terminated_last, "-created_at")
+
+
 class Instance(models.Model):
     """A GPU instance managed by the gateway (our id, upstream id, desired and actual state)."""
 
     id = models.CharField(primary_key=True, max_length=40, default=new_instance_id, editable=False)
-    name = models.CharField(max_length=100, unique=True)
+    # Unique among instances that are not terminated (see Meta): a terminated name is free again.
+    name = models.CharField(max_length=100, db_index=True)
     novita_instance_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
 
     # What was asked for, and what it resolved to upstream.
@@ -81,6 +98,8 @@ class Instance(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
 
+    objects = InstanceQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -88,6 +107,14 @@ class Instance(models.Model):
             models.Index(fields=["status", "auto_stop_at"], name="inst_autostop_idx"),
             models.Index(fields=["status"], name="inst_status_idx"),
             models.Index(fields=["region"], name="inst_region_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=~Q(status=Status.TERMINATED),
+                name="inst_live_name_uniq",
+                violation_error_message="An instance with this name already exists",
+            )
         ]
 
     def __str__(self):

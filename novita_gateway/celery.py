@@ -1,10 +1,12 @@
 """Celery application: broker and schedule come from Django settings."""
 
 import contextlib
+import logging
 import os
 import uuid
 
 from celery import Celery
+from celery.signals import beat_init
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem as kombu_filesystem
 from kombu.transport import redis as kombu_redis
@@ -16,6 +18,26 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "novita_gateway.settings")
 app = Celery("novita_gateway")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+logger = logging.getLogger(__name__)
+
+
+@beat_init.connect(dispatch_uid="novita_gateway.celery.run_schedule_once_at_start")
+def run_schedule_once_at_start(sender=None, **kwargs):
+    """Send every periodic job once as beat starts, then let the schedule take over.
+
+    Beat's first run of an interval entry comes one full interval after start (five minutes for
+    the auto-stop sweep), so without this `schedulerRunning` and /health's sweep heartbeats say
+    "not running" for that long after a healthy start. Every sweep tolerates an extra run.
+    """
+    from django.conf import settings
+
+    app.loader.import_default_modules()  # registers the tasks (beat itself only sends names)
+    for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
+        try:
+            app.tasks[entry["task"]].apply_async(**entry.get("options", {}))
+        except Exception as exc:  # noqa: BLE001 - the regular schedule still runs it later
+            logger.warning("beat start: could not send %s (%s)", name, type(exc).__name__)
 
 
 def _stale_redis_channels_fail_as_connection_errors() -> None:

@@ -13,6 +13,7 @@ from ops.timeutil import iso
 from .. import representations
 from ..models import Instance
 from ..services import lifecycle
+from ..status import Status
 from . import serializers as s
 
 ERRORS = {
@@ -37,7 +38,7 @@ def get_instance_or_404(instance_id: str) -> Instance:
 
 
 def get_by_name_or_404(name: str) -> Instance:
-    instance = Instance.objects.filter(name=name).first()
+    instance = Instance.objects.named(name).first()
     if instance is None:
         raise InstanceNotFound(details=f"Instance with name '{name[:100]}' does not exist")
     return instance
@@ -103,13 +104,25 @@ class InstanceDetailView(APIView):
         operation_id="instances_terminate",
         description=(
             "Deletes the instance upstream (GPU and disks stop being billed) and ends in "
-            "`terminated`. Answers 202 with status `stopping` while upstream removes it."
+            "`terminated`. Answers 202 with status `stopping` while upstream removes it. "
+            "Idempotent: a retried DELETE while termination is under way answers 202 with the "
+            "same `operationId` and no second upstream call, and a DELETE of an instance that "
+            "is already terminated answers 200 with its current state (status `terminated`). "
+            "Its name is free for a new instance once it is terminated."
         ),
         request=None,
-        responses={202: s.OperationOut, 404: ERRORS[404], 409: ERRORS[409], 502: ERRORS[502]},
+        responses={
+            200: OpenApiResponse(s.OperationOut, description="Already terminated"),
+            202: s.OperationOut,
+            404: ERRORS[404],
+            409: ERRORS[409],
+            502: ERRORS[502],
+        },
     )
     def delete(self, request, instance_id):
         instance = get_instance_or_404(instance_id)
+        if instance.status == Status.TERMINATED:
+            return Response(_operation(instance, "Instance is already terminated"))
         instance = lifecycle.delete_instance(instance, actor=actor_of(request))
         return Response(
             _operation(instance, "Instance termination initiated successfully"),

@@ -104,14 +104,14 @@ def record_heartbeat(
     now = timezone.now()
     # A client clock a little ahead of ours must not buy extra idle time.
     used_at = min(used_at or now, now)
-    lookup = {"pk": instance_id} if instance_id is not None else {"name": name}
-    row = (
-        Instance.objects.filter(**lookup)
-        .values(
-            "id", "status", "last_used_at", "ready_at", "auto_stop_enabled", "auto_stop_minutes"
-        )
-        .first()
+    rows = (
+        Instance.objects.filter(pk=instance_id)
+        if instance_id is not None
+        else Instance.objects.named(name or "")
     )
+    row = rows.values(
+        "id", "status", "last_used_at", "ready_at", "auto_stop_enabled", "auto_stop_minutes"
+    ).first()
     if row is None:
         if instance_id is not None:
             details = f"Instance with ID '{instance_id[:100]}' does not exist"

@@ -236,11 +236,13 @@ def stop_instance(
 
 
 def delete_instance(instance: Instance, *, source: str = "api", actor: str = "") -> Instance:
-    """Terminate: delete upstream (disks too) and end in `terminated`."""
-    if instance.status not in DELETABLE:
-        raise InvalidInstanceState(
-            "Instance is already terminated", code="INSTANCE_ALREADY_TERMINATED"
-        )
+    """Terminate: delete upstream (disks too) and end in `terminated`.
+
+    Idempotent: an instance already terminated, or whose termination is under way, is returned
+    as it is with no new upstream call, so a client may safely retry a DELETE.
+    """
+    if _terminating(instance):
+        return instance
     now = _now()
     if not instance.novita_instance_id:
         updated = transition(
@@ -271,11 +273,20 @@ def delete_instance(instance: Instance, *, source: str = "api", actor: str = "")
         drive_attempts=0,
     )
     if updated is None:
+        current = Instance.objects.get(pk=instance.pk)
+        if _terminating(current):
+            return current  # a concurrent DELETE won; same answer as a retry
         raise InvalidInstanceState(
             "Instance changed state meanwhile; try again", code="INSTANCE_STATE_CHANGED"
         )
     _call_upstream_action(updated, "delete")
     return updated
+
+
+def _terminating(instance: Instance) -> bool:
+    return instance.status == Status.TERMINATED or (
+        instance.status == Status.STOPPING and instance.desired_status == Desired.TERMINATED
+    )
 
 
 def _call_upstream_action(instance: Instance, action: str) -> None:

@@ -98,6 +98,22 @@ def test_fifty_parallel_creates_with_one_name_make_exactly_one(stack, creates_re
     assert local_names(stack)["contested"] == 1
 
 
+def test_fifty_parallel_creates_reusing_a_terminated_name_make_exactly_one(
+    stack, creates_rejected_upstream
+):
+    """A terminated instance's name is free again, but only for one of 50 racing creates."""
+    first = stack.api("POST", "/api/instances", json={"name": "reborn", **CREATE}).json()
+    deleted = stack.api("DELETE", f"/api/instances/{first['instanceId']}")
+    assert deleted.status_code in (200, 202)
+    stack.wait_status(first["instanceId"], "terminated", timeout=60)
+
+    responses = fire(stack, [("POST", "/api/instances", {"name": "reborn", **CREATE})] * 50)
+
+    statuses = collections.Counter(r.status_code for r in responses)
+    assert statuses == {201: 1, 409: 49}, [(r.status_code, r.text[:200]) for r in responses]
+    assert local_names(stack)["reborn"] == 2  # the terminated one and the new one
+
+
 def test_parallel_stops_and_starts_on_one_instance_act_once(stack):
     """Ten stops and five starts at the same moment on a ready instance: the stops are one
     stop (every 200 carries the same operation; a stop that lost the race to the state change

@@ -196,6 +196,21 @@ def test_stats_say_not_running_when_the_heartbeat_is_stale(api, db, settings):
     assert api.get("/api/instances/auto-stop/stats").json()["schedulerRunning"] is False
 
 
+def test_scheduler_is_running_as_soon_as_beat_starts(api, db, settings):
+    """Beat's own first run would come one check interval (5 min) after start; starting beat
+    sends every periodic job once, so the stats say running right away."""
+    from celery.signals import beat_init
+
+    settings.AUTO_STOP_CHECK_INTERVAL_MINUTES = 5
+    schedule = {"auto-stop-sweep": settings.CELERY_BEAT_SCHEDULE["auto-stop-sweep"]}
+    settings.CELERY_BEAT_SCHEDULE = schedule
+    assert api.get("/api/instances/auto-stop/stats").json()["schedulerRunning"] is False
+
+    beat_init.send(sender=None)  # as `celery beat` does on start (tasks run inline here)
+
+    assert api.get("/api/instances/auto-stop/stats").json()["schedulerRunning"] is True
+
+
 # --- POST /api/instances/auto-stop/trigger ------------------------------------------------
 
 

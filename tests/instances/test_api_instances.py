@@ -389,6 +389,73 @@ def test_delete_of_never_created_instance_terminates_without_upstream(api, make_
     assert len(novita.mock.calls) == 0
 
 
-def test_delete_terminated_instance_is_409(api, make_instance):
-    instance = make_instance(status=Status.TERMINATED)
-    assert api.delete(f"/api/instances/{instance.id}").status_code == 409
+def test_delete_of_a_terminated_instance_answers_200_with_its_state(api, make_instance, novita):
+    instance = make_instance(status=Status.TERMINATED, operation_id="op_delete_abc")
+    response = api.delete(f"/api/instances/{instance.id}")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["instanceId"] == instance.id
+    assert body["status"] == "terminated"
+    assert body["operationId"] == "op_delete_abc"
+    assert len(novita.mock.calls) == 0
+
+
+def test_retried_delete_while_terminating_gets_the_same_operation(api, make_instance, novita):
+    instance = make_instance()
+    novita.action_returns("delete")
+    first = api.delete(f"/api/instances/{instance.id}")
+    retry = api.delete(f"/api/instances/{instance.id}")
+    assert (first.status_code, retry.status_code) == (202, 202)
+    assert retry.json()["operationId"] == first.json()["operationId"]
+    assert len(novita.calls("/gpu/instance/delete")) == 1
+
+
+# --- names ----------------------------------------------------------------------------------
+
+
+def test_name_of_a_terminated_instance_can_be_used_again(api, make_instance):
+    old = make_instance(name="my-gpu-instance", status=Status.TERMINATED)
+    response = post(api, "/api/instances", VALID)
+    assert response.status_code == 201
+    assert response.json()["instanceId"] != old.id
+    assert Instance.objects.filter(name="my-gpu-instance").count() == 2
+
+
+def test_name_held_by_a_live_instance_is_409_even_with_terminated_namesakes(api, make_instance):
+    make_instance(name="my-gpu-instance", status=Status.TERMINATED)
+    make_instance(name="my-gpu-instance", status=Status.STOPPED)
+    response = post(api, "/api/instances", VALID)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "INSTANCE_ALREADY_EXISTS"
+
+
+def test_two_live_instances_can_never_share_a_name(make_instance):
+    # The database enforces it, which is what makes racing creates safe (one wins, the rest
+    # get 409); the end-to-end concurrency test fires them in parallel.
+    from django.db import IntegrityError, transaction
+
+    make_instance(name="twin", status=Status.READY)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        make_instance(name="twin", status=Status.CREATING)
+
+
+def test_by_name_operations_act_on_the_live_instance_not_a_terminated_namesake(
+    api, make_instance, novita
+):
+    make_instance(name="reused", status=Status.TERMINATED)
+    live = make_instance(name="reused", status=Status.READY)
+    make_instance(name="reused", status=Status.TERMINATED)
+    novita.action_returns("stop")
+    response = post(api, "/api/instances/stop", {"instanceName": "reused"})
+    assert response.status_code == 200
+    assert response.json()["instanceId"] == live.id
+    response = api.put("/api/instances/last-used", {"instanceName": "reused"}, format="json")
+    assert response.json()["instanceId"] == live.id
+
+
+def test_by_name_of_only_terminated_instances_finds_the_newest(api, make_instance):
+    make_instance(name="gone", status=Status.TERMINATED)
+    newest = make_instance(name="gone", status=Status.TERMINATED)
+    response = post(api, "/api/instances/stop", {"instanceName": "gone"})
+    assert response.status_code == 409
+    assert response.json()["error"]["details"]["instanceId"] == newest.id

@@ -45,6 +45,7 @@ os.environ.update(
         "LOG_LEVEL": "WARNING",
         "RATE_LIMIT_PER_MINUTE": "0",
         "GATEWAY_API_KEYS": "",
+        "ALLOW_OPEN_API": "true",
     }
 )
 # A throwaway setup: file caches and counters under the temp dir, no shared Redis.

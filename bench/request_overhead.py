@@ -59,6 +59,7 @@ def environment(var_dir: Path, **extra: str) -> dict:
         NOVITA_API_KEY="bench-key-never-sent",
         NOVITA_API_BASE_URL="http://127.0.0.1:9/gpu-instance/openapi",
         LOG_LEVEL="ERROR",
+        ALLOW_OPEN_API="true",
     )
     env.update(extra)
     return env

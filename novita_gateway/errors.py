@@ -61,6 +61,16 @@ class FeatureDisabled(ApiError):
     message = "Feature is disabled"
 
 
+class ApiKeysNotConfigured(drf_exceptions.NotAuthenticated):
+    """No client key exists and an open API was not asked for: the API fails closed."""
+
+    default_detail = (
+        "No API keys are configured on this gateway, so the API is closed. The operator sets "
+        "GATEWAY_API_KEYS (comma-separated keys) or issues a key with `python manage.py "
+        "issue_api_key NAME` (or in the admin); ALLOW_OPEN_API=true serves the API without keys."
+    )
+
+
 def envelope(code: str, message: str, details=None) -> dict:
     return {
         "error": {
@@ -144,7 +154,12 @@ def exception_handler(exc, context):
     if isinstance(exc, (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed)):
         auth_header = getattr(exc, "auth_header", None)
         headers = {"WWW-Authenticate": auth_header} if auth_header else None
-        return _drf(401, "UNAUTHORIZED", "A valid API key is required", None, headers)
+        message = (
+            str(exc.detail)
+            if isinstance(exc, ApiKeysNotConfigured)
+            else "A valid API key is required"
+        )
+        return _drf(401, "UNAUTHORIZED", message, None, headers)
     if isinstance(exc, drf_exceptions.PermissionDenied):
         return _drf(403, "FORBIDDEN", "Not allowed", None)
     if isinstance(exc, drf_exceptions.Throttled):

@@ -294,6 +294,9 @@ WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 
 # --- Client access ----------------------------------------------------------------------
 GATEWAY_API_KEYS = env.list("GATEWAY_API_KEYS", default=[])
+# With DEBUG off and no key configured (here or issued in the admin) the API answers 401, unless
+# this says an open API is really wanted (`make run` on the sandbox sets it, and says so).
+ALLOW_OPEN_API = env.bool("ALLOW_OPEN_API", default=False)
 # Off by default under pytest (every test client is 127.0.0.1); the rate-limit tests set it.
 RATE_LIMIT_PER_MINUTE = env.int("RATE_LIMIT_PER_MINUTE", default=0 if TESTING else 100)
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])

@@ -2,7 +2,9 @@
 
 Keys come from GATEWAY_API_KEYS and from ApiKey rows issued in the admin. As soon as any key
 exists, every DRF view requires one (DRF defaults in settings), and plain Django views opt in
-with `api_key_required`. With no key anywhere the API is open, and says so in the log.
+with `api_key_required`. With no key anywhere the API fails closed (401 saying how to configure
+keys) unless DEBUG is on or ALLOW_OPEN_API=true says an open API is wanted; an open API says so
+in the log.
 """
 
 import hmac
@@ -18,7 +20,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 
-from novita_gateway.errors import error_response
+from novita_gateway.errors import ApiKeysNotConfigured, error_response
 
 from .models import ApiKey, hash_key
 
@@ -58,6 +60,11 @@ def keys_configured() -> bool:
     if not configured:
         _warn_open_once()
     return configured
+
+
+def open_api_allowed() -> bool:
+    """Whether requests may go without a key while none is configured (never by accident)."""
+    return bool(settings.DEBUG or settings.ALLOW_OPEN_API)
 
 
 def _warn_open_once() -> None:
@@ -133,12 +140,17 @@ class ApiKeyAuthentication(BaseAuthentication):
 
 
 class HasApiKeyWhenConfigured(BasePermission):
-    """Open API when no key is configured (logged loudly), else a key is required."""
+    """A key is required once any is configured; with none, the API is closed unless an open
+    API was asked for (DEBUG or ALLOW_OPEN_API), which is logged loudly."""
 
     def has_permission(self, request, view):
         if request.user is not None and getattr(request.user, "is_authenticated", False):
             return True
-        return not keys_configured()
+        if keys_configured():
+            return False
+        if not open_api_allowed():
+            raise ApiKeysNotConfigured()
+        return True
 
 
 def api_key_required(view):
@@ -146,7 +158,15 @@ def api_key_required(view):
 
     @wraps(view)
     def wrapped(request, *args, **kwargs):
-        if keys_configured():
+        configured = keys_configured()
+        if not configured and not open_api_allowed():
+            return error_response(
+                401,
+                "UNAUTHORIZED",
+                ApiKeysNotConfigured.default_detail,
+                headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+            )
+        if configured:
             raw = presented_key(request)
             result = identify(raw) if raw is not None else None
             if result is None:

@@ -15,6 +15,8 @@ fi
 # The local run serves plain http on localhost; secure cookies would lock the admin out.
 export SECURE_COOKIES="${SECURE_COOKIES:-false}"
 export PORT="${PORT:-3000}"
+# A local run listens on this machine only; BIND_HOST=0.0.0.0 exposes it (the Procfile's default).
+export BIND_HOST="${BIND_HOST:-127.0.0.1}"
 
 procfile=Procfile
 if [ -z "${NOVITA_API_KEY:-}" ]; then
@@ -29,14 +31,21 @@ if [ -z "${NOVITA_API_KEY:-}" ]; then
   Set NOVITA_API_KEY to talk to the real Novita.ai API.
 ======================================================================
 MSG
+  if [ -z "${GATEWAY_API_KEYS:-}" ] && [ -z "${ALLOW_OPEN_API:-}" ]; then
+    # The sandbox bills nothing and listens on ${BIND_HOST}: an open API is the convenient
+    # default here, and only here (a production start without keys answers 401).
+    export ALLOW_OPEN_API=true
+    echo "OPEN API: ALLOW_OPEN_API=true for this local sandbox run (no GATEWAY_API_KEYS set)."
+    echo "          Any client that reaches ${BIND_HOST}:${PORT} may call /api/ without a key."
+  fi
 fi
-if [ -z "${GATEWAY_API_KEYS:-}" ]; then
-  echo "WARNING: GATEWAY_API_KEYS is not set: the API is open to anyone who can reach port ${PORT}"
-  echo "         unless keys are issued with: python manage.py issue_api_key NAME"
+if [ -z "${GATEWAY_API_KEYS:-}" ] && [ "${ALLOW_OPEN_API:-false}" != "true" ]; then
+  echo "NOTE: no GATEWAY_API_KEYS set: /api/ answers 401 until a key is issued with"
+  echo "      python manage.py issue_api_key NAME   (or set ALLOW_OPEN_API=true to serve it open)"
 fi
 
 python manage.py migrate --noinput
 python manage.py collectstatic --noinput >/dev/null
-echo "Gateway on http://localhost:${PORT}  (API docs: /api/docs/, admin: /admin/, health: /health)"
+echo "Gateway on http://${BIND_HOST}:${PORT}  (API docs: /api/docs/, admin: /admin/, health: /health)"
 # honcho gives each process PORT = base + 100 x its line number; web is the first line.
 exec honcho start -f "$procfile" -p "$PORT"

@@ -37,6 +37,8 @@ def _clean_shared_state(settings):
     settings.NOVITA_API_BASE_URL = UPSTREAM
     settings.NOVITA_API_KEY = "test-novita-key"
     settings.NOVITA_READ_RETRIES = 0
+    # Most tests call the API without keys; the fail-closed default has its own tests.
+    settings.ALLOW_OPEN_API = True
     reset_client()
     _forget_shared_breaker()
     yield

@@ -164,6 +164,8 @@ class Stack:
                 "NOVITA_API_KEY": SANDBOX_KEY,
                 "NOVITA_API_BASE_URL": f"http://127.0.0.1:{self.sandbox_port}/gpu-instance/openapi",
                 "NOVITA_READ_TIMEOUT": "5",
+                # No client keys in these stacks: the open API is asked for explicitly.
+                "ALLOW_OPEN_API": "true",
                 "WEBHOOK_SECRET": "e2e-webhook-secret",
                 "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "MONITOR_INTERVAL_SECONDS": "0.5",

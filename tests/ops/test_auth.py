@@ -56,6 +56,67 @@ def test_open_when_no_key_is_configured(client, caplog):
     assert "API is OPEN" in caplog.text
 
 
+@pytest.fixture
+def production_without_keys(settings):
+    settings.DEBUG = False
+    settings.ALLOW_OPEN_API = False
+
+
+def test_without_keys_a_production_api_fails_closed_saying_how_to_configure(
+    client, production_without_keys
+):
+    for method in ("get", "post"):
+        response = getattr(client, method)(PING, content_type="application/json")
+        assert response.status_code == 401
+        error = response.json()["error"]
+        assert error["code"] == "UNAUTHORIZED"
+        assert "GATEWAY_API_KEYS" in error["message"]
+        assert "issue_api_key" in error["message"]
+        assert "ALLOW_OPEN_API" in error["message"]
+        assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    # Any key is refused too: none is valid.
+    assert client.get(PING, HTTP_X_API_KEY="anything").status_code == 401
+
+
+def test_without_keys_plain_protected_views_fail_closed(client, production_without_keys):
+    response = client.get("/t/plain-protected")
+    assert response.status_code == 401
+    assert "GATEWAY_API_KEYS" in response.json()["error"]["message"]
+
+
+def test_every_api_route_fails_closed_without_keys(client, production_without_keys):
+    paths = [
+        _sample_path(route)
+        for route in _routes(get_resolver().url_patterns)
+        if route.startswith("api/") and not route.startswith(("api/schema", "api/docs"))
+    ]
+    answers = {path: client.get(path).status_code for path in paths}
+    assert {path: code for path, code in answers.items() if code != 401} == {}
+
+
+def test_allow_open_api_opts_in_to_serving_without_keys(client, production_without_keys, settings):
+    settings.ALLOW_OPEN_API = True
+    assert client.get(PING).status_code == 200
+    assert client.get("/t/plain-protected").status_code == 200
+
+
+def test_debug_serves_without_keys(client, production_without_keys, settings):
+    settings.DEBUG = True
+    assert client.get(PING).status_code == 200
+
+
+def test_an_issued_key_opens_a_closed_api_to_its_holder(client, production_without_keys):
+    _key, raw = ApiKey.issue("first")
+    auth.forget_cached_keys()
+    assert client.get(PING, HTTP_X_API_KEY=raw).status_code == 200
+    assert_unauthorized(client.get(PING))
+
+
+def test_health_and_docs_stay_open_when_the_api_is_closed(client, production_without_keys):
+    assert client.get("/health").status_code in (200, 503)
+    assert client.get("/api/docs/").status_code == 200
+
+
 def test_empty_env_entries_do_not_count_as_keys(client, settings):
     settings.GATEWAY_API_KEYS = ["", " "]
     assert client.get(PING).status_code == 200

@@ -32,6 +32,7 @@ import requests
 from .errors import (
     NovitaCircuitOpenError,
     NovitaError,
+    NovitaMisconfiguredError,
     NovitaNotConfiguredError,
     NovitaNotFoundError,
     NovitaPermanentError,
@@ -58,7 +59,10 @@ OnCall = Callable[[str, float, str], None]
 
 DEFAULT_BASE_URL = "https://api.novita.ai/gpu-instance/openapi"
 # Upstream reports "not found" on GPU resources as HTTP 400 with one of these reasons.
-NOT_FOUND_REASONS = frozenset({"RESOURCE_NOT_FOUND", "TEMPLATE_NOT_FOUND"})
+# INSTANCE_NOT_FOUND is not documented; accepted in case a newer API spells it that way.
+NOT_FOUND_REASONS = frozenset({"RESOURCE_NOT_FOUND", "INSTANCE_NOT_FOUND", "TEMPLATE_NOT_FOUND"})
+# A 404 with one of these reasons (or none) is about the route, not about a resource.
+ROUTE_NOT_FOUND_REASONS = frozenset({"", "API_NOT_FOUND", "NOT_FOUND", "ROUTE_NOT_FOUND"})
 MAX_ERROR_TEXT = 300
 # A safety net against an upstream that ignores pageNum and never returns an empty page.
 MAX_PAGES = 1000
@@ -97,6 +101,12 @@ def _items(operation: str, data: Any, *keys: str) -> list:
         value = data.get(key)
         if isinstance(value, list):
             return value
+    if data and "total" not in data and not any(key in data for key in keys):
+        # An object that is no listing at all (another service behind a wrong base URL): taking
+        # it for "nothing there" would make instances look gone.
+        raise NovitaMisconfiguredError(
+            "upstream answered a listing with an object that holds no list", operation=operation
+        )
     return []
 
 
@@ -348,7 +358,7 @@ class NovitaClient:
         while True:
             try:
                 return self._attempt(operation, method, url, params, body, headers)
-            except NovitaCircuitOpenError:
+            except (NovitaCircuitOpenError, NovitaMisconfiguredError):
                 raise
             except NovitaTransientError as exc:
                 delay = self._retry_delay(attempt, exc) if attempt < retries else None
@@ -469,25 +479,37 @@ class NovitaClient:
             try:
                 return json.loads(content)
             except ValueError:
-                raise NovitaPermanentError(
-                    "upstream returned a body that is not JSON",
+                # The API always answers JSON: a page of HTML with a 200 is a proxy, a login
+                # page or a wrong base URL, not an API answer.
+                raise NovitaMisconfiguredError(
+                    "upstream returned a body that is not JSON (is NOVITA_API_BASE_URL right?)",
                     operation=operation,
                     status_code=status,
                 ) from None
 
-        reason, message = self._error_details(response)
+        reason, message, is_json = self._error_details(response)
         kwargs = {"operation": operation, "status_code": status, "reason": reason}
         if status == 429:
             retry_after = _parse_retry_after(response.headers.get("Retry-After"))
             raise NovitaRateLimitedError(message, retry_after=retry_after, **kwargs)
         if status >= 500 or status == 408:
             raise NovitaTransientError(message, **kwargs)
-        if status == 404 or (status == 400 and reason in NOT_FOUND_REASONS):
+        if status in (401, 403):
+            raise NovitaMisconfiguredError(message, **kwargs)
+        if status == 404:
+            # Novita answers an unknown instance with 400; a 404 is only believed to be about
+            # the resource when its JSON body says which resource is missing. Anything else (a
+            # proxy page, API_NOT_FOUND, a wrong base URL) is about the route.
+            code = reason.upper()
+            if is_json and code not in ROUTE_NOT_FOUND_REASONS and code.endswith("NOT_FOUND"):
+                raise NovitaNotFoundError(message, **kwargs)
+            raise NovitaMisconfiguredError(message, **kwargs)
+        if reason.upper() in NOT_FOUND_REASONS:
             raise NovitaNotFoundError(message, **kwargs)
         raise NovitaPermanentError(message, **kwargs)
 
-    def _error_details(self, response: requests.Response) -> tuple[str, str]:
-        """(reason, message) from an error body of unknown shape, both sanitised.
+    def _error_details(self, response: requests.Response) -> tuple[str, str, bool]:
+        """(reason, message, is_json) from an error body of unknown shape, sanitised.
 
         Kratos-style {code, reason, message} is the likeliest shape; {error: {message, code}} is
         what Novita's LLM APIs use; anything else falls back to the raw text.
@@ -498,7 +520,8 @@ class NovitaClient:
             body = json.loads(response.content) if response.content else None
         except ValueError:
             body = None
-        if isinstance(body, dict):
+        is_json = isinstance(body, dict)
+        if is_json:
             reason = body.get("reason")
             code = body.get("code")
             if not reason and isinstance(code, str) and not code.isdigit():
@@ -519,7 +542,7 @@ class NovitaClient:
         reason_text = ""
         if isinstance(reason, str):
             reason_text = _REASON_RE.sub("", self._sanitise(reason))[:64]
-        return reason_text, self._sanitise(message)
+        return reason_text, self._sanitise(message), is_json
 
     def _sanitise(self, text: str) -> str:
         """Make upstream text safe to store in an exception, a log line or an API response."""

@@ -54,6 +54,16 @@ class NovitaRateLimitedError(NovitaTransientError):
         self.retry_after = retry_after
 
 
+class NovitaMisconfiguredError(NovitaTransientError):
+    """Upstream answered as if the gateway were pointed at the wrong place or with the wrong key:
+    a route-level 404 (no JSON body, API_NOT_FOUND, a proxy page) or HTTP 401/403.
+
+    Never proof that an instance is gone. It counts for the circuit breaker like an outage and is
+    not retried on the spot (it only clears once an operator fixes the configuration), but callers
+    treat it as transient: keep state, try again later.
+    """
+
+
 class NovitaCircuitOpenError(NovitaTransientError):
     """The circuit breaker is open: calls fail fast without touching the upstream."""
 
@@ -63,7 +73,8 @@ class NovitaPermanentError(NovitaError):
 
 
 class NovitaNotFoundError(NovitaPermanentError):
-    """HTTP 404, or HTTP 400 with reason RESOURCE_NOT_FOUND."""
+    """The resource asked about does not exist: HTTP 400 with a not-found reason such as
+    RESOURCE_NOT_FOUND, or a 404 whose JSON body names the missing resource."""
 
 
 class NovitaNotConfiguredError(NovitaPermanentError):

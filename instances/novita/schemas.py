@@ -290,7 +290,8 @@ class Template:
             ports=ports,
             envs=env_list(data.get("envs")),
             min_cuda_version=as_str(data.get("minCudaVersion")),
-            created_at=as_datetime(data.get("createdAt")),
+            # Older docs spell it createTime, newer ones createdAt.
+            created_at=as_datetime(data.get("createdAt") or data.get("createTime")),
         )
 
 
@@ -379,7 +380,12 @@ class Job:
         raw_state = data.get("state")
         if isinstance(raw_state, dict):
             state = as_str(raw_state.get("state"))
-            error = as_str(raw_state.get("errorMessage")) or as_str(raw_state.get("error"))
+            # The docs say errorMessage/error; a third-party SDK types it as message.
+            error = (
+                as_str(raw_state.get("errorMessage"))
+                or as_str(raw_state.get("message"))
+                or as_str(raw_state.get("error"))
+            )
         else:
             state = as_str(raw_state)
             error = None

@@ -17,6 +17,7 @@ from instances.novita import client as client_module
 from instances.novita.client import NovitaClient, get_client, reset_client
 from instances.novita.errors import (
     NovitaCircuitOpenError,
+    NovitaMisconfiguredError,
     NovitaNotConfiguredError,
     NovitaNotFoundError,
     NovitaPermanentError,
@@ -670,10 +671,63 @@ def test_429_is_rate_limited_with_retry_after(mocked):
     assert caught.value.reason == "RATE_LIMIT_EXCEEDED"
 
 
-def test_404_is_not_found(mocked):
+def test_404_without_json_is_a_misconfiguration_not_a_missing_instance(mocked):
     mocked.get(V1 + "/gpu/instance", status=404, body="page not found")
+    with pytest.raises(NovitaMisconfiguredError):
+        make_client().get_instance("i")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"code": 404, "reason": "API_NOT_FOUND", "message": "api not found"},
+        {"code": 404, "message": "not found"},
+        {"error": {"code": "NOT_FOUND", "message": "route"}},
+    ],
+)
+def test_route_level_404_is_a_misconfiguration(mocked, body):
+    mocked.get(V1 + "/gpu/instance", status=404, json=body)
+    with pytest.raises(NovitaMisconfiguredError):
+        make_client().get_instance("i")
+
+
+def test_404_naming_the_missing_resource_is_not_found(mocked):
+    mocked.get(
+        V1 + "/gpu/instance",
+        status=404,
+        json={"code": 404, "reason": "RESOURCE_NOT_FOUND", "message": "instance not found"},
+    )
     with pytest.raises(NovitaNotFoundError):
         make_client().get_instance("i")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_errors_are_misconfiguration_and_count_for_the_breaker(mocked, status):
+    mocked.get(V1 + "/gpu/instance", status=status, json={"reason": "UNAUTHORIZED"})
+    client = make_client(failure_threshold=2)
+    for _ in range(2):
+        with pytest.raises(NovitaMisconfiguredError):
+            client.get_instance("i")
+    assert client.breaker_state == "open"
+
+
+def test_misconfiguration_is_not_retried_on_the_spot(mocked, no_sleep):
+    mocked.get(V1 + "/gpu/instances", status=404, body="<html>nginx</html>")
+    with pytest.raises(NovitaMisconfiguredError):
+        make_client(read_retries=3).list_instances()
+    assert len(mocked.calls) == 1
+
+
+def test_html_page_with_200_is_a_misconfiguration(mocked):
+    mocked.get(V1 + "/gpu/instances", status=200, body="<html>login</html>")
+    with pytest.raises(NovitaMisconfiguredError):
+        make_client().list_instances()
+
+
+def test_listing_answered_by_an_object_with_no_list_is_a_misconfiguration(mocked):
+    mocked.get(V1 + "/gpu/instances", json={"status": "ok", "service": "something else"})
+    with pytest.raises(NovitaMisconfiguredError):
+        make_client().list_instances()
 
 
 def test_400_resource_not_found_is_not_found(mocked):
@@ -714,7 +768,7 @@ def test_error_envelope_of_llm_apis_is_understood(mocked):
         status=401,
         json={"error": {"message": "invalid api key", "code": "UNAUTHORIZED"}},
     )
-    with pytest.raises(NovitaPermanentError) as caught:
+    with pytest.raises(NovitaMisconfiguredError) as caught:
         make_client().list_clusters()
     assert caught.value.reason == "UNAUTHORIZED"
     assert caught.value.message == "invalid api key"
@@ -722,15 +776,15 @@ def test_error_envelope_of_llm_apis_is_understood(mocked):
 
 def test_unparseable_error_body_falls_back_to_truncated_text(mocked):
     mocked.get(V1 + "/clusters", status=403, body="<html>" + "x" * 1000 + "</html>")
-    with pytest.raises(NovitaPermanentError) as caught:
+    with pytest.raises(NovitaMisconfiguredError) as caught:
         make_client().list_clusters()
     assert caught.value.message.startswith("<html>")
     assert len(caught.value.message) <= 300
 
 
-def test_non_json_success_body_is_permanent(mocked):
+def test_non_json_success_body_is_a_misconfiguration(mocked):
     mocked.get(V1 + "/clusters", body="<html>maintenance</html>")
-    with pytest.raises(NovitaPermanentError, match="not JSON"):
+    with pytest.raises(NovitaMisconfiguredError, match="not JSON"):
         make_client().list_clusters()
 
 

@@ -6,12 +6,19 @@ The first stdout line is the base URL (e2e harnesses read it); point the gateway
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
-from instances.novita.sandbox import Sandbox
+from instances.novita.sandbox import (
+    DEFAULT_PAGE_NUMBERING,
+    NOT_FOUND_MODES,
+    PAGE_NUMBERINGS,
+    ROUTE_404_MODES,
+    Sandbox,
+)
 
 
 class Command(BaseCommand):
@@ -40,6 +47,25 @@ class Command(BaseCommand):
             default=0,
             help="pre-create this many running instances (benchmarks)",
         )
+        # Emulation modes where public sources disagree about Novita (docs/upstream.md).
+        parser.add_argument(
+            "--page-numbering",
+            choices=PAGE_NUMBERINGS,
+            default=os.environ.get("NOVITA_SANDBOX_PAGE_NUMBERING") or DEFAULT_PAGE_NUMBERING,
+            help="which pageNum is the first page (env NOVITA_SANDBOX_PAGE_NUMBERING)",
+        )
+        parser.add_argument(
+            "--not-found",
+            choices=NOT_FOUND_MODES,
+            default=os.environ.get("NOVITA_SANDBOX_NOT_FOUND") or "400",
+            help="how an unknown instance id is answered (env NOVITA_SANDBOX_NOT_FOUND)",
+        )
+        parser.add_argument(
+            "--route-404",
+            choices=ROUTE_404_MODES,
+            default=os.environ.get("NOVITA_SANDBOX_ROUTE_404") or "json",
+            help="body of a 404 for an unknown path (env NOVITA_SANDBOX_ROUTE_404)",
+        )
 
     def handle(self, *args, **options):
         if not options["host"].startswith("127."):
@@ -50,6 +76,9 @@ class Command(BaseCommand):
             api_key=options["api_key"] or None,
             step_seconds=options["step_seconds"],
             seed=options["seed"],
+            page_numbering=options["page_numbering"],
+            not_found=options["not_found"],
+            route_404=options["route_404"],
         )
         if options["seed_instances"]:
             sandbox.seed_instances(options["seed_instances"])

@@ -7,7 +7,16 @@
 - base.py: paths, status sequences, the upstream error type, parameter parsing
 """
 
-from .base import API_PREFIX, CONTROL_PREFIX, UPSTREAM_STATUSES, ApiError
+from .base import (
+    API_PREFIX,
+    CONTROL_PREFIX,
+    DEFAULT_PAGE_NUMBERING,
+    NOT_FOUND_MODES,
+    PAGE_NUMBERINGS,
+    ROUTE_404_MODES,
+    UPSTREAM_STATUSES,
+    ApiError,
+)
 from .catalog import CLUSTERS, PRODUCTS, TEMPLATES
 from .state import Sandbox
 
@@ -15,6 +24,10 @@ __all__ = [
     "API_PREFIX",
     "CLUSTERS",
     "CONTROL_PREFIX",
+    "DEFAULT_PAGE_NUMBERING",
+    "NOT_FOUND_MODES",
+    "PAGE_NUMBERINGS",
+    "ROUTE_404_MODES",
     "PRODUCTS",
     "TEMPLATES",
     "UPSTREAM_STATUSES",

@@ -13,6 +13,7 @@ _GONE = "<gone>"
 
 UPSTREAM_STATUSES = frozenset(
     {
+        "pending",
         "toCreate",
         "creating",
         "pulling",
@@ -35,7 +36,8 @@ UPSTREAM_STATUSES = frozenset(
 )
 
 # One state per step; the last entry is where the instance settles.
-SEQ_CREATE = ("toCreate", "creating", "pulling", "running")
+# Novita's CLI live test sees `pending` right after a create; the docs list `toCreate`.
+SEQ_CREATE = ("pending", "toCreate", "creating", "pulling", "running")
 SEQ_STOP = ("toStop", "stopping", "exited")
 SEQ_START = ("toStart", "starting", "running")
 SEQ_RESTART = ("toRestart", "restarting", "running")
@@ -47,7 +49,7 @@ _DEFAULT_REASONS = {
     400: "REQUEST",
     401: "UNAUTHORIZED",
     403: "FORBIDDEN",
-    404: "NOT_FOUND",
+    404: "API_NOT_FOUND",
     409: "CONFLICT",
     429: "RATE_LIMIT_EXCEEDED",
     500: "UNKNOWN",
@@ -57,17 +59,65 @@ _DEFAULT_REASONS = {
 }
 
 
-class ApiError(Exception):
-    """An upstream-style error: rendered as {"code", "reason", "message"} with HTTP `status`."""
+# Emulation modes where public sources disagree (see docs/upstream.md).
+# Page numbering: "zero" = pageNum 0 is the first page (Novita's CLI and its live test, the
+# list-templates doc's echoed pageNum 0); "one" = pageNum 1 is the first page and 0 answers an
+# empty page (the jobs doc's curl example, the MCP server); "zero-as-one" = 0 and 1 both answer
+# the first page.
+PAGE_NUMBERINGS = ("zero", "one", "zero-as-one")
+DEFAULT_PAGE_NUMBERING = "zero-as-one"
+# Unknown instance id: "400" = 400 RESOURCE_NOT_FOUND (the documented error table);
+# "404-json" = 404 whose JSON body names the missing resource; "404-route" = 404 API_NOT_FOUND,
+# indistinguishable from a wrong route (an upstream the gateway's "gone" rule cannot use).
+NOT_FOUND_MODES = ("400", "404-json", "404-route")
+# Unknown path: "json" = Kratos-style 404 API_NOT_FOUND; "html" = a proxy's HTML page.
+ROUTE_404_MODES = ("json", "html")
 
-    def __init__(self, status: int, reason: str, message: str):
+HTML_404 = (
+    "<html>\n<head><title>404 Not Found</title></head>\n<body>\n"
+    "<center><h1>404 Not Found</h1></center>\n<hr><center>nginx</center>\n</body>\n</html>\n"
+)
+
+
+class ApiError(Exception):
+    """An upstream-style error, rendered as the Kratos envelope {code, reason, message, metadata}."""
+
+    def __init__(self, status: int, reason: str, message: str, metadata: dict | None = None):
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
+        self.metadata = metadata or {}
 
     def body(self) -> dict:
-        return {"code": self.status, "reason": self.reason, "message": self.message}
+        return {
+            "code": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "metadata": dict(self.metadata),
+        }
+
+
+class RouteNotFound(ApiError):
+    """No such route: rendered as JSON API_NOT_FOUND or as a proxy's HTML page (route_404)."""
+
+    def __init__(self, path: str):
+        super().__init__(404, "API_NOT_FOUND", f"no route for {path}")
+
+
+def _page_bounds(mode: str, q: dict, size: int) -> tuple[int, int]:
+    """Slice bounds of the requested page under a page-numbering mode (empty: start == end)."""
+    first = 0 if mode == "zero" else 1
+    page = _int_param(q, "pageNum", first, 0)
+    if mode == "zero":
+        index = page
+    elif mode == "one":
+        if page == 0:
+            return 0, 0
+        index = page - 1
+    else:
+        index = max(page, 1) - 1
+    return index * size, index * size + size
 
 
 def _not_found(instance_id) -> ApiError:

@@ -66,6 +66,8 @@ PRODUCTS = (
     _product("3090.12c.46g", "RTX 3090 24GB", ["AS-SGP-02", "CN-HK-01"], 21000, cpu=12, mem=46),
 )
 
+# Novita's newer template docs say `createdAt`, older ones `createTime`: the first template
+# carries both, the second only `createTime`, the third only `createdAt`.
 TEMPLATES = (
     {
         "Id": "pytorch-jupyter",
@@ -82,6 +84,7 @@ TEMPLATES = (
         "envs": [{"key": "JUPYTER_TOKEN", "value": "sandbox"}],
         "tools": [{"name": "Jupyter", "describe": "JupyterLab", "port": "8888", "type": "http"}],
         "createdAt": "1713162260",
+        "createTime": "1713162260",
         "recommendCards": [{"gpuSpecId": "4090.16c.62g", "cardNum": "1"}],
         "minCudaVersion": "12.1",
     },
@@ -99,7 +102,7 @@ TEMPLATES = (
         "ports": [{"type": "tcp", "ports": [22]}],
         "envs": [],
         "tools": [],
-        "createdAt": "1713162261",
+        "createTime": "1713162261",
         "recommendCards": [],
         "minCudaVersion": "",
     },

@@ -14,12 +14,13 @@ from urllib.parse import parse_qs, urlsplit
 from .base import (
     API_PREFIX,
     CONTROL_PREFIX,
+    HTML_404,
     ApiError,
+    RouteNotFound,
     _bad_param,
     _int_param,
     _is_int,
     _json_body,
-    _not_found,
     _rel_path,
 )
 
@@ -99,6 +100,20 @@ class _Handler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(data)
 
+    def _send_route_404(self, error: RouteNotFound, headers=None, head=False) -> None:
+        if self.sandbox.route_404 == "json":
+            self._send(404, error.body(), headers, head=head)
+            return
+        data = HTML_404.encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(data)
+
     def _dispatch(self, method: str) -> None:
         split = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
@@ -111,11 +126,14 @@ class _Handler(BaseHTTPRequestHandler):
                 status, payload = self._control(
                     method, path[len(CONTROL_PREFIX) :], query, raw_body
                 )
+            except RouteNotFound as exc:
+                self._send_route_404(exc, head=method == "HEAD")
+                return
             except ApiError as exc:
                 status, payload = exc.status, exc.body()
             self._send(status, payload, head=method == "HEAD")
         else:
-            self._send(404, ApiError(404, "NOT_FOUND", f"no route for {path}").body())
+            self._send_route_404(RouteNotFound(path), head=method == "HEAD")
 
     def _api(self, method, rel, raw_query, query, raw_body) -> None:
         sb = self.sandbox
@@ -135,6 +153,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._check_auth()
             payload = self._route(method, rel, query, raw_body)
             status = 200
+        except RouteNotFound as exc:
+            sb._record(method, rel, raw_query, exc.status)
+            self._send_route_404(exc, headers, head=method == "HEAD")
+            return
         except ApiError as exc:
             status, payload = exc.status, exc.body()
         except Exception as exc:
@@ -166,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
             if rel == "/gpu/instance/create":
                 return sb.api_create(body)
             return sb.api_action(_ACTIONS[rel], body)
-        raise ApiError(404, "NOT_FOUND", f"no route for {API_PREFIX}{rel}")
+        raise RouteNotFound(f"{API_PREFIX}{rel}")
 
     def _control(self, method, rel, query, raw_body) -> tuple[int, dict]:
         sb = self.sandbox
@@ -224,14 +246,25 @@ class _Handler(BaseHTTPRequestHandler):
             sb.reset()
             return 200, {}
         if route == ("GET", "config"):
-            return 200, {"stepSeconds": sb.step_seconds, "auth": sb.api_key is not None}
+            return 200, {
+                "stepSeconds": sb.step_seconds,
+                "auth": sb.api_key is not None,
+                **sb.modes(),
+            }
         if route == ("POST", "config"):
             step = body.get("stepSeconds", body.get("step_seconds"))
-            if step is not None:
-                if not isinstance(step, int | float) or step < 0:
-                    raise _bad_param("stepSeconds must be a number >= 0")
-                sb.configure(step_seconds=step)
-            return 200, {"stepSeconds": sb.step_seconds}
+            if step is not None and (not isinstance(step, int | float) or step < 0):
+                raise _bad_param("stepSeconds must be a number >= 0")
+            try:
+                sb.configure(
+                    step_seconds=step,
+                    page_numbering=body.get("pageNumbering"),
+                    not_found=body.get("notFound"),
+                    route_404=body.get("route404"),
+                )
+            except ValueError as exc:
+                raise _bad_param(str(exc)) from None
+            return 200, {"stepSeconds": sb.step_seconds, **sb.modes()}
         if route == ("POST", "seed"):
             count = body.get("count", 0)
             if not _is_int(count) or count < 0:
@@ -251,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET" and not action:
                 view = sb.get(iid)
                 if view is None:
-                    raise _not_found(iid)
+                    raise sb.not_found_error(iid)
                 return 200, view
             if method == "POST" and action == "reclaim":
                 sb.reclaim_spot(iid)
@@ -259,4 +292,4 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and action == "fail":
                 sb.fail_instance(iid, str(body.get("message") or "failed to pull image"))
                 return 200, {}
-        raise ApiError(404, "NOT_FOUND", f"no sandbox control route {method} {rel}")
+        raise RouteNotFound(f"{CONTROL_PREFIX}{rel}")

@@ -44,6 +44,11 @@ from .base import (
     _DEFAULT_REASONS,
     _GONE,
     _UNSET,
+    API_PREFIX,
+    DEFAULT_PAGE_NUMBERING,
+    NOT_FOUND_MODES,
+    PAGE_NUMBERINGS,
+    ROUTE_404_MODES,
     SEQ_CREATE,
     SEQ_DELETE,
     SEQ_MIGRATE,
@@ -53,10 +58,12 @@ from .base import (
     SEQ_STOP,
     UPSTREAM_STATUSES,
     ApiError,
+    RouteNotFound,
     _bad_param,
     _int_param,
     _is_int,
     _not_found,
+    _page_bounds,
     _parse_envs,
     _parse_ports,
     _rel_path,
@@ -160,9 +167,16 @@ class Sandbox(PortListeners):
         seed: int | None = None,
         max_tcp_listeners: int = 256,
         calls_maxlen: int = 10000,
+        page_numbering: str = DEFAULT_PAGE_NUMBERING,
+        not_found: str = "400",
+        route_404: str = "json",
     ):
         self.api_key = api_key
         self.step_seconds = float(step_seconds)
+        self.page_numbering = page_numbering
+        self.not_found = not_found
+        self.route_404 = route_404
+        self.configure(page_numbering=page_numbering, not_found=not_found, route_404=route_404)
         self.max_tcp_listeners = max_tcp_listeners
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
@@ -263,12 +277,50 @@ class Sandbox(PortListeners):
             self._faults.clear()
             self._reset_calls_locked()
 
-    def configure(self, *, step_seconds: float | None = None) -> None:
-        """Change the step for operations started from now on (running ones keep theirs)."""
+    def configure(
+        self,
+        *,
+        step_seconds: float | None = None,
+        page_numbering: str | None = None,
+        not_found: str | None = None,
+        route_404: str | None = None,
+    ) -> None:
+        """Change the step for operations started from now on (running ones keep theirs) and
+        the emulation modes (see base.PAGE_NUMBERINGS, NOT_FOUND_MODES, ROUTE_404_MODES)."""
+        for value, allowed, what in (
+            (page_numbering, PAGE_NUMBERINGS, "page_numbering"),
+            (not_found, NOT_FOUND_MODES, "not_found"),
+            (route_404, ROUTE_404_MODES, "route_404"),
+        ):
+            if value is not None and value not in allowed:
+                raise ValueError(f"{what} must be one of {', '.join(allowed)}")
         if step_seconds is not None:
             if step_seconds < 0:
                 raise ValueError("step_seconds must be >= 0")
             self.step_seconds = float(step_seconds)
+        if page_numbering is not None:
+            self.page_numbering = page_numbering
+        if not_found is not None:
+            self.not_found = not_found
+        if route_404 is not None:
+            self.route_404 = route_404
+
+    def modes(self) -> dict:
+        return {
+            "pageNumbering": self.page_numbering,
+            "notFound": self.not_found,
+            "route404": self.route_404,
+        }
+
+    def not_found_error(self, instance_id) -> ApiError:
+        """An unknown instance id, answered the way the not_found mode says."""
+        if self.not_found == "404-route":
+            return RouteNotFound(f"{API_PREFIX}/gpu/instance")
+        error = _not_found(instance_id)
+        if self.not_found == "404-json":
+            error.status = 404
+            error.metadata = {"instanceId": str(instance_id)}
+        return error
 
     # -- faults ---------------------------------------------------------------------------
 
@@ -411,7 +463,7 @@ class Sandbox(PortListeners):
             raise _bad_param("instanceId is required")
         inst = self._live(instance_id, now)
         if inst is None:
-            raise _not_found(instance_id)
+            raise self.not_found_error(instance_id)
         return inst
 
     # -- Python API for tests -----------------------------------------------------------------
@@ -671,7 +723,7 @@ class Sandbox(PortListeners):
 
     def api_templates(self, q: dict) -> dict:
         size = _int_param(q, "pageSize", 10, 0)
-        page = max(_int_param(q, "pageNum", 1, 0), 1)
+        start, end = _page_bounds(self.page_numbering, q, size)
         name = (q.get("name") or "").lower()
         channel = q.get("channel") or ""
         ttype = q.get("type") or ""
@@ -682,8 +734,7 @@ class Sandbox(PortListeners):
             and (not channel or t["channel"] == channel)
             and (not ttype or t["type"] == ttype)
         ]
-        start = (page - 1) * size
-        page_items = items[start : start + size] if size else []
+        page_items = items[start:end]
         return {"template": json.loads(json.dumps(page_items)), "total": len(items)}
 
     def api_template(self, q: dict) -> dict:
@@ -788,7 +839,7 @@ class Sandbox(PortListeners):
 
     def api_list_instances(self, q: dict) -> dict:
         size = _int_param(q, "pageSize", 10, 0, 10000)
-        page = max(_int_param(q, "pageNum", 1, 0), 1)
+        start, end = _page_bounds(self.page_numbering, q, size)
         name = (q.get("name") or "").lower()
         product_name = (q.get("productName") or "").lower()
         status = q.get("status") or ""
@@ -810,9 +861,8 @@ class Sandbox(PortListeners):
                 if product_name and product_name not in inst.product["name"].lower():
                     continue
                 matched.append((inst, state))
-            start = (page - 1) * size
             items = []
-            for inst, state in matched[start : start + size]:
+            for inst, state in matched[start:end]:
                 self._sync_tcp(inst, now)
                 items.append(self._list_view(inst, state))
             return {"instances": items, "total": len(matched)}
@@ -878,13 +928,13 @@ class Sandbox(PortListeners):
                 job.seq_step = step
                 self._jobs[job.id] = job
             else:  # pragma: no cover - routing only passes known actions
-                raise ApiError(404, "NOT_FOUND", f"unknown action {action}")
+                raise RouteNotFound(action)
             self._after_transition(inst, now)
         return {}
 
     def api_jobs(self, q: dict) -> dict:
         size = _int_param(q, "pageSize", 10, 0, 10000)
-        page = max(_int_param(q, "pageNum", 1, 0), 1)
+        start, end = _page_bounds(self.page_numbering, q, size)
         start_time = _int_param(q, "startTime", 0, 0)
         end_time = _int_param(q, "endTime", 0, 0)
         with self._lock:
@@ -904,8 +954,7 @@ class Sandbox(PortListeners):
                 if end_time and job.created_at > end_time:
                     continue
                 matched.append(job)
-            start = (page - 1) * size
-            jobs = [self._job_view(j, now) for j in matched[start : start + size]]
+            jobs = [self._job_view(j, now) for j in matched[start:end]]
             return {"jobs": jobs, "total": len(matched)}
 
     # -- sandbox-served instance surfaces ----------------------------------------------------

@@ -119,6 +119,7 @@ def test_missing_or_wrong_api_key_is_rejected_with_401(sb, header):
         "code": 401,
         "reason": "UNAUTHORIZED",
         "message": "missing or invalid API key",
+        "metadata": {},
     }
 
 
@@ -128,11 +129,11 @@ def test_auth_can_be_disabled():
         assert resp.status_code == 200
 
 
-def test_unknown_path_is_404_with_error_body(api):
+def test_unknown_path_is_404_api_not_found(api):
     resp = api.get("/gpu/nothing-here")
     assert resp.status_code == 404
     assert resp.json()["code"] == 404
-    assert resp.json()["reason"] == "NOT_FOUND"
+    assert resp.json()["reason"] == "API_NOT_FOUND"
 
 
 def test_unknown_instance_is_http_400_resource_not_found(api):
@@ -199,7 +200,7 @@ def test_created_instance_walks_through_upstream_states_to_running(api):
     seen = []
     api.wait_status(instance_id, "running", seen)
     # Polling can miss a short state, but the order must follow upstream.
-    order = ["toCreate", "creating", "pulling", "running"]
+    order = ["pending", "toCreate", "creating", "pulling", "running"]
     assert seen == [s for s in order if s in seen]
 
 
@@ -415,7 +416,12 @@ def test_fault_with_count_fails_that_many_calls_then_expires(api, sb):
     for _ in range(2):
         resp = api.post("/gpu/instance/create", CREATE_BODY)
         assert resp.status_code == 500
-        assert resp.json() == {"code": 500, "reason": "UNKNOWN", "message": "injected fault"}
+        assert resp.json() == {
+            "code": 500,
+            "reason": "UNKNOWN",
+            "message": "injected fault",
+            "metadata": {},
+        }
     assert api.get("/clusters").status_code == 200  # other paths are untouched
     assert api.post("/gpu/instance/create", CREATE_BODY).status_code == 200
     assert sb.faults() == []
@@ -552,7 +558,7 @@ def test_seed_reset_and_config_over_http(api, sb):
     assert seeded.json()["count"] == 3
     assert api.get("/gpu/instances", status="exited").json()["total"] == 3
     resp = requests.post(f"{control}/config", json={"stepSeconds": 0.01}, timeout=TIMEOUT)
-    assert resp.json() == {"stepSeconds": 0.01}
+    assert resp.json()["stepSeconds"] == 0.01
     assert requests.post(f"{control}/reset", timeout=TIMEOUT).status_code == 200
     assert api.get("/gpu/instances").json()["total"] == 0
 

@@ -80,7 +80,7 @@ HTML_404 = (
 
 
 class ApiError(Exception):
-    """An upstream-style error, rendered as the Kratos envelope {code, reason, message, metadata}."""
+    """An upstream-style error in the Kratos envelope: {code, reason, message, metadata}."""
 
     def __init__(self, status: int, reason: str, message: str, metadata: dict | None = None):
         super().__init__(message)

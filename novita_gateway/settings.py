@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "ops.middleware.RequestContextMiddleware",
     # Right after the request id: a 429 still carries the id, the envelope and the access log.
     "ops.ratelimit.RateLimitMiddleware",
+    "ops.middleware.RejectControlCharactersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -4,6 +4,7 @@ import logging
 import re
 import secrets
 import time
+from urllib.parse import unquote_plus
 
 from django import db
 from django.conf import settings
@@ -11,6 +12,7 @@ from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOpera
 from django.http import Http404
 
 from novita_gateway.errors import error_response
+from novita_gateway.parsers import CONTROL_CHARACTERS
 
 from . import metrics
 from .context import correlation_id_var, request_id_var
@@ -111,3 +113,27 @@ class RequestContextMiddleware:
         # Exceptions outside DRF views (plain Django views, middleware below us).
         logger.exception("unhandled error")
         return error_response(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+
+
+class RejectControlCharactersMiddleware:
+    """400 in the envelope for a path or query string holding control characters.
+
+    No route, id or query value of ours contains one, NUL cannot even reach PostgreSQL (the
+    driver refuses it: a 500 deep in a lookup), and the rest would end up in logs and the admin.
+    Checked on the decoded text, so %00 and a raw byte are refused alike.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        query = unquote_plus(request.META.get("QUERY_STRING", ""), errors="replace")
+        for part, text in (("path", request.path), ("query", query)):
+            if CONTROL_CHARACTERS.search(text):
+                return error_response(
+                    400,
+                    "VALIDATION_ERROR",
+                    f"The request {part} must not contain control characters",
+                    [{"field": part, "message": "control characters are not allowed"}],
+                )
+        return self.get_response(request)

@@ -1,6 +1,6 @@
 """Auto-stop endpoints: request validation (input) and documented response shapes (output)."""
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -38,13 +38,23 @@ class IsoDateTimeField(serializers.Field):
         return value.isoformat()
 
 
+# No GPU of ours was used before this; an earlier date is a client bug (e.g. seconds sent as
+# a year), not a heartbeat.
+EARLIEST_LAST_USED = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 class LastUsedSerializer(serializers.Serializer):
     lastUsedAt = IsoDateTimeField(
         required=False,
-        help_text="When the instance was last used (default: now). Never in the future.",
+        help_text=(
+            "When the instance was last used (default: now). From 2000-01-01 on, and never "
+            f"more than {int(CLOCK_SKEW_ALLOWANCE.total_seconds())} s ahead of the server clock."
+        ),
     )
 
     def validate_lastUsedAt(self, value):
+        if value < EARLIEST_LAST_USED:
+            raise serializers.ValidationError("Must not be before 2000-01-01T00:00:00Z.")
         limit = timezone.now() + CLOCK_SKEW_ALLOWANCE
         if value > limit:
             raise serializers.ValidationError(

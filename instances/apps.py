@@ -1,6 +1,23 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class InstancesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "instances"
+
+    def ready(self):
+        checks.register(check_region_table, checks.Tags.compatibility)
+
+
+def check_region_table(app_configs=None, **kwargs):
+    """NOVITA_REGION_CLUSTERS must parse, or region lookups silently use the defaults."""
+    from django.conf import settings
+
+    from .novita.catalog import parse_region_clusters
+
+    try:
+        parse_region_clusters(getattr(settings, "NOVITA_REGION_CLUSTERS", "") or "")
+    except ValueError as exc:
+        return [checks.Error(str(exc), id="instances.E001")]
+    return []

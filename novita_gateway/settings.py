@@ -286,6 +286,9 @@ NOVITA_READ_RETRIES = env.int("NOVITA_READ_RETRIES", default=2)
 NOVITA_CIRCUIT_FAILURE_THRESHOLD = env.int("NOVITA_CIRCUIT_FAILURE_THRESHOLD", default=5)
 NOVITA_CIRCUIT_RESET_SECONDS = env.int("NOVITA_CIRCUIT_RESET_SECONDS", default=60)
 CATALOG_CACHE_SECONDS = env.int("CATALOG_CACHE_SECONDS", default=300)
+# Region code -> Novita cluster (id or name) overrides, "CN-HK-01=cn-hongkong-1,US-WEST-01=a|b";
+# parsed and defaulted by instances.novita.catalog (DEFAULT_REGION_CLUSTERS).
+NOVITA_REGION_CLUSTERS = env("NOVITA_REGION_CLUSTERS", default="")
 
 # --- Webhooks ---------------------------------------------------------------------------
 WEBHOOK_SECRET = env("WEBHOOK_SECRET", default="")

@@ -9,6 +9,7 @@ CATALOG_CACHE_SECONDS), so a create may still meet INSUFFICIENT_RESOURCE upstrea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -105,7 +106,64 @@ def clear_catalog_cache() -> None:
         delete_pattern(f"{_KEY_PREFIX}:*")
 
 
-# --- resolution -----------------------------------------------------------------------------
+# --- regions --------------------------------------------------------------------------------
+
+# The contract's region codes and the Novita clusters they mean. A cluster matches an entry by
+# its id (a slug such as "cn-hongkong-1") or by its name; Novita's own console has named
+# clusters after these codes ({id: "cn-hongkong-1", name: "CN-HK-01"}), so the code itself is a
+# candidate too. NOVITA_REGION_CLUSTERS overrides entries (see parse_region_clusters).
+DEFAULT_REGION_CLUSTERS: dict[str, tuple[str, ...]] = {
+    "CN-HK-01": ("cn-hongkong-1", "CN-HK-01"),
+    "US-WEST-01": ("us-west-1", "US-WEST-01"),
+    "EU-WEST-01": ("eu-west-1", "EU-WEST-01"),
+    "AS-SGP-02": ("as-sgp-2", "AS-SGP-02"),
+}
+
+
+def parse_region_clusters(text: str) -> dict[str, tuple[str, ...]]:
+    """DEFAULT_REGION_CLUSTERS with the entries of `CODE=cluster|cluster,CODE2=...` applied.
+
+    Each cluster is an id or a name. `CODE=` (nothing after the sign) removes a region.
+    """
+    table = dict(DEFAULT_REGION_CLUSTERS)
+    for entry in (text or "").split(","):
+        if not entry.strip():
+            continue
+        code, sep, clusters = entry.partition("=")
+        code = code.strip().upper()
+        if not sep or not code:
+            raise ValueError(f"NOVITA_REGION_CLUSTERS entry {entry.strip()!r} is not CODE=cluster")
+        candidates = tuple(c.strip() for c in clusters.split("|") if c.strip())
+        if candidates:
+            table[code] = candidates
+        else:
+            table.pop(code, None)
+    return table
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(text: str) -> dict[str, tuple[str, ...]]:
+    return parse_region_clusters(text)
+
+
+def region_clusters() -> dict[str, tuple[str, ...]]:
+    """The region table in force: the defaults with settings.NOVITA_REGION_CLUSTERS applied.
+
+    A malformed setting is reported by `manage.py check` (instances.apps); here it falls back
+    to the defaults so a request never fails on it.
+    """
+    from django.conf import settings
+
+    try:
+        return dict(_parsed(getattr(settings, "NOVITA_REGION_CLUSTERS", "") or ""))
+    except ValueError:
+        logger.error("NOVITA_REGION_CLUSTERS is malformed; using the default region table")
+        return dict(DEFAULT_REGION_CLUSTERS)
+
+
+def region_codes() -> list[str]:
+    """Every region code the gateway knows, in table order."""
+    return list(region_clusters())
 
 
 def _code(text: str | None) -> str:
@@ -115,31 +173,69 @@ def _code(text: str | None) -> str:
     return text.strip().split(" ", 1)[0].lower()
 
 
+def _cluster_matches(cluster: Cluster, candidate: str) -> bool:
+    wanted = candidate.strip().lower()
+    if not wanted:
+        return False
+    name = (cluster.name or "").strip().lower()
+    return wanted in ((cluster.id or "").lower(), name) or _code(candidate) == _code(name)
+
+
 def _clusters(client: NovitaClient) -> list[Cluster]:
     return _cached("clusters", _key("clusters", client.base_url), client.list_clusters)
 
 
+def _find_cluster(region: str, clusters: list[Cluster]) -> Cluster | None:
+    code = region.strip().upper()
+    table = region_clusters()
+    # A code outside the table may still name a cluster directly (its id or its name).
+    for candidate in table.get(code, (region,)):
+        for cluster in clusters:
+            if _cluster_matches(cluster, candidate):
+                return cluster
+    return None
+
+
+def available_regions(client: NovitaClient | None = None) -> list[str]:
+    """The region codes of the table that map to a cluster upstream lists right now."""
+    clusters = _clusters(client or get_client())
+    return [code for code in region_clusters() if _find_cluster(code, clusters) is not None]
+
+
 def resolve_cluster(region: str, client: NovitaClient | None = None) -> Cluster:
-    """The cluster for a region code: its id equals the code, or its name starts with it."""
+    """The cluster a region code maps to (see DEFAULT_REGION_CLUSTERS); a code outside the table
+    is matched against cluster ids and names as given."""
     client = client or get_client()
-    wanted = (region or "").strip().lower()
-    if not wanted:
+    if not (region or "").strip():
         raise ResolutionError("A region is required", reason="REGION_REQUIRED")
     clusters = _clusters(client)
-    for cluster in clusters:
-        if (cluster.id or "").lower() == wanted:
-            return cluster
-    for cluster in clusters:
-        if (cluster.name or "").lower().startswith(wanted):
-            return cluster
-    raise ResolutionError(f"Region '{region}' is not available", reason="REGION_NOT_FOUND")
+    cluster = _find_cluster(region, clusters)
+    if cluster is None:
+        existing = [code for code in region_clusters() if _find_cluster(code, clusters)]
+        listed = ", ".join(existing) or "none (check NOVITA_REGION_CLUSTERS)"
+        raise ResolutionError(
+            f"Region '{region}' maps to no Novita cluster; regions available: {listed}",
+            reason="REGION_NOT_FOUND",
+        )
+    return cluster
 
 
-def _offered_in(product: Product, cluster: Cluster, region: str) -> bool:
+def _offered_in(product: Product, cluster: Cluster) -> bool:
+    """Products list the clusters they are offered in by id or by display name
+    ("US-01 (Dallas)"); an empty list means every cluster."""
     if not product.regions:
-        return True  # empty means every cluster
-    accepted = {_code(cluster.id), _code(cluster.name), _code(region)} - {""}
-    return any(_code(entry) in accepted for entry in product.regions)
+        return True
+    return any(_cluster_matches(cluster, entry) for entry in product.regions)
+
+
+SPOT = "spot"
+
+
+def offer_price(product: Product, billing_mode: str | None) -> int | None:
+    """What one GPU of `product` costs per hour under `billing_mode`, in upstream's unit."""
+    if billing_mode == SPOT:
+        return int(product.spot_price) if product.spot_price is not None else None
+    return product.price
 
 
 def resolve_product(
@@ -147,25 +243,41 @@ def resolve_product(
     region: str,
     gpu_num: int = 1,
     client: NovitaClient | None = None,
+    billing_mode: str | None = None,
 ) -> Product:
-    """The cheapest deployable product named exactly `product_name` in the region's cluster."""
+    """The cheapest deployable product named exactly `product_name` in the region's cluster.
+
+    For a spot create only spot offers count (upstream is asked with billingMethod=spot) and the
+    comparison is on the spot price.
+    """
     client = client or get_client()
     cluster = resolve_cluster(region, client=client)
+    spot = billing_mode == SPOT
     products = _cached(
         "products",
-        _key("products", client.base_url, cluster.id, gpu_num),
-        lambda: client.list_products(cluster_id=cluster.id, gpu_num=gpu_num),
+        _key("products", client.base_url, cluster.id, gpu_num, SPOT if spot else ""),
+        lambda: client.list_products(
+            cluster_id=cluster.id, gpu_num=gpu_num, billing_method=SPOT if spot else None
+        ),
     )
 
     wanted = (product_name or "").strip().lower()
     offers = [
         p
         for p in products
-        if (p.name or "").strip().lower() == wanted and p.id and _offered_in(p, cluster, region)
+        if (p.name or "").strip().lower() == wanted and p.id and _offered_in(p, cluster)
     ]
+    if spot:
+        # An upstream that ignores the filter still says which products take spot.
+        offers = [
+            p
+            for p in offers
+            if p.spot_price is not None and (not p.billing_methods or SPOT in p.billing_methods)
+        ]
     if not offers:
+        kind = "as spot " if spot else ""
         raise ResolutionError(
-            f"Product '{product_name}' is not offered in region {region}",
+            f"Product '{product_name}' is not offered {kind}in region {region}",
             reason="PRODUCT_NOT_OFFERED",
         )
     available = [p for p in offers if p.available_deploy]
@@ -174,8 +286,13 @@ def resolve_product(
             f"Product '{product_name}' has no capacity in region {region} right now",
             reason="NO_CAPACITY",
         )
-    # A missing price sorts last: never pick an unpriced offer over a priced one.
-    return min(available, key=lambda p: (p.price is None, p.price or 0))
+
+    def cost(p: Product) -> tuple[bool, int]:
+        # A missing price sorts last: never pick an unpriced offer over a priced one.
+        price = offer_price(p, billing_mode)
+        return (price is None, price or 0)
+
+    return min(available, key=cost)
 
 
 def _template_spec(template_id: str, template: Template) -> TemplateSpec:

@@ -635,7 +635,12 @@ def provision(instance: Instance) -> None:
             if match is not None:
                 _adopt(instance, match.id, reason="found upstream after an ambiguous create")
                 return
-        product = catalog.resolve_product(instance.product_name, instance.region, instance.gpu_num)
+        product = catalog.resolve_product(
+            instance.product_name,
+            instance.region,
+            instance.gpu_num,
+            billing_mode=instance.billing_mode or None,
+        )
         template = catalog.resolve_template(instance.template_id)
         cluster = catalog.resolve_cluster(instance.region)
         rootfs = max(instance.rootfs_size, template.rootfs_size or 0)
@@ -658,13 +663,17 @@ def provision(instance: Instance) -> None:
             fields["entrypoint"] = template.entrypoint
         if template.image_auth_id:
             fields["imageAuthId"] = template.image_auth_id
+        if template.min_cuda_version:
+            fields["minCudaVersion"] = template.min_cuda_version
         if instance.billing_mode:
             fields["billingMode"] = instance.billing_mode
         update_fields(
             instance.id,
             expected_status=Status.CREATING,
             product_id=(product.id or "")[:100],
-            price_per_hour=(product.price or 0) * instance.gpu_num or None,
+            price_per_hour=(catalog.offer_price(product, instance.billing_mode) or 0)
+            * instance.gpu_num
+            or None,
             cluster_id=(cluster.id or "")[:100],
             cluster_name=(cluster.name or "")[:200],
             image_url=(template.image_url or "")[:500],

@@ -6,8 +6,12 @@ import responses
 from django.core.cache import caches
 from responses import matchers
 
+from instances.apps import check_region_table
 from instances.novita.catalog import (
+    available_regions,
     clear_catalog_cache,
+    offer_price,
+    region_codes,
     resolve_cluster,
     resolve_product,
     resolve_template,
@@ -251,3 +255,118 @@ def test_catalog_lookups_are_counted_in_cache_stats(mocked, client):
     metrics.flush()
     products = caching.stats()["products"]
     assert (products["hits"], products["misses"]) == (1, 1)
+
+
+# --- regions as Novita models them ----------------------------------------------------------
+
+REAL_CLUSTERS = {
+    "data": [
+        {"id": "cn-hongkong-1", "name": "CN-HK-01"},
+        {"id": "as-sgp-2", "name": "AS-SGP-02 (Singapore)"},
+        {"id": "us-ca-nas-2", "name": "US-CA-NAS-02 (California)"},
+        {"id": "us-dallas-1", "name": "US-01 (Dallas)"},
+    ]
+}
+
+
+def test_contract_region_codes_map_to_real_cluster_slugs(mocked, client):
+    mocked.get(V1 + "/clusters", json=REAL_CLUSTERS)
+    assert resolve_cluster("CN-HK-01", client=client).id == "cn-hongkong-1"
+    assert resolve_cluster("AS-SGP-02", client=client).id == "as-sgp-2"
+
+
+def test_region_table_matches_a_cluster_by_name_when_ids_differ(mocked, client):
+    mocked.get(V1 + "/clusters", json={"data": [{"id": "hk-9", "name": "CN-HK-01 (Hong Kong)"}]})
+    assert resolve_cluster("CN-HK-01", client=client).id == "hk-9"
+
+
+def test_operator_overrides_the_region_table_from_the_environment(mocked, client, settings):
+    settings.NOVITA_REGION_CLUSTERS = "US-WEST-01=us-ca-nas-2,US-DAL-01=US-01 (Dallas)"
+    mocked.get(V1 + "/clusters", json=REAL_CLUSTERS)
+    assert resolve_cluster("US-WEST-01", client=client).id == "us-ca-nas-2"
+    assert resolve_cluster("US-DAL-01", client=client).id == "us-dallas-1"
+    assert "US-DAL-01" in region_codes()
+
+
+def test_region_removed_by_the_operator_is_gone(settings):
+    settings.NOVITA_REGION_CLUSTERS = "EU-WEST-01="
+    assert "EU-WEST-01" not in region_codes()
+    assert "CN-HK-01" in region_codes()
+
+
+def test_region_mapping_to_no_cluster_lists_the_regions_that_exist(mocked, client):
+    mocked.get(V1 + "/clusters", json=REAL_CLUSTERS)
+    with pytest.raises(ResolutionError) as caught:
+        resolve_cluster("EU-WEST-01", client=client)
+    assert "EU-WEST-01" in caught.value.message
+    assert "CN-HK-01, AS-SGP-02" in caught.value.message
+    assert available_regions(client=client) == ["CN-HK-01", "AS-SGP-02"]
+
+
+def test_malformed_region_table_is_reported_by_the_system_check(settings):
+    settings.NOVITA_REGION_CLUSTERS = "CN-HK-01"
+    assert [e.id for e in check_region_table()] == ["instances.E001"]
+    settings.NOVITA_REGION_CLUSTERS = "CN-HK-01=cn-hongkong-1"
+    assert check_region_table() == []
+
+
+def test_products_match_their_cluster_by_display_name(mocked, client, settings):
+    settings.NOVITA_REGION_CLUSTERS = "US-DAL-01=us-dallas-1"
+    mocked.get(V1 + "/clusters", json=REAL_CLUSTERS)
+    mock_products(
+        mocked,
+        "us-dallas-1",
+        [
+            product("p-california", price=1, regions=["US-CA-NAS-02 (California)"]),
+            product("p-dallas", price=67000, regions=["US-01 (Dallas)"]),
+        ],
+    )
+    assert resolve_product("RTX 4090 24GB", "US-DAL-01", client=client).id == "p-dallas"
+
+
+def test_products_match_their_cluster_by_id(mocked, client):
+    mocked.get(V1 + "/clusters", json=REAL_CLUSTERS)
+    mock_products(mocked, "as-sgp-2", [product("p-sgp", regions=["as-sgp-2"])])
+    assert resolve_product("RTX 4090 24GB", "AS-SGP-02", client=client).id == "p-sgp"
+
+
+# --- spot -----------------------------------------------------------------------------------
+
+
+def spot_product(pid, price, spot_price, methods=("onDemand", "spot")):
+    data = product(pid, price=price)
+    data.update(spotPrice=spot_price, billingMethods=list(methods))
+    return data
+
+
+def test_spot_create_asks_upstream_for_spot_offers_and_compares_spot_prices(mocked, client):
+    mocked.get(V1 + "/clusters", json=REAL_CLUSTERS)
+    mocked.get(
+        V1 + "/products",
+        match=[
+            matchers.query_param_matcher(
+                {"clusterId": "cn-hongkong-1", "gpuNum": "1", "billingMethod": "spot"}
+            )
+        ],
+        json={
+            "data": [
+                spot_product("p-cheap-on-demand", 30000, "25000"),
+                spot_product("p-cheap-spot", 40000, "12000"),
+                spot_product("p-no-spot", 1000, "", methods=("onDemand",)),
+            ]
+        },
+    )
+    chosen = resolve_product("RTX 4090 24GB", "CN-HK-01", client=client, billing_mode="spot")
+    assert chosen.id == "p-cheap-spot"
+    assert offer_price(chosen, "spot") == 12000
+    assert offer_price(chosen, "onDemand") == 40000
+
+
+def test_spot_create_with_no_spot_offer_is_refused(mocked, client):
+    mocked.get(V1 + "/clusters", json=REAL_CLUSTERS)
+    mocked.get(
+        V1 + "/products",
+        json={"data": [spot_product("p-no-spot", 1000, "", methods=("onDemand",))]},
+    )
+    with pytest.raises(ResolutionError, match="spot"):
+        resolve_product("RTX 4090 24GB", "CN-HK-01", client=client, billing_mode="spot")

@@ -13,6 +13,7 @@ $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 # One key per checkout, kept across runs so admin sessions survive a restart.

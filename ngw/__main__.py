@@ -1,0 +1,3 @@
+from ngw.cli import main
+
+main(prog_name="ngw")

@@ -1,0 +1,601 @@
+"""`ngw`: the gateway from a terminal. Configured by NGW_URL and NGW_API_KEY.
+
+Exit codes: 0 ok, 1 other error, 2 bad command line, 3 not found, 4 conflict (impossible in
+the current state, name taken), 5 rejected request (validation), 6 API key missing or wrong,
+7 rate limited, 8 gateway or upstream failure (5xx, unhealthy), 9 gateway unreachable,
+10 --wait timed out, 11 the instance failed (or was terminated) while waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .client import ApiError, ExitCode, Gateway
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# Where each action ends, and the states it passes through on the way.
+READY = {"ready"}
+STOPPED = {"stopped"}
+TERMINATED = {"terminated"}
+FINAL_BAD = {"failed", "terminated"}
+STATUS_STYLE = {
+    "ready": "green",
+    "running": "green",
+    "stopped": "dim",
+    "exited": "yellow",
+    "failed": "red",
+    "terminated": "dim",
+}
+# Reads come from the gateway's database (no upstream call), so polling twice a second is cheap.
+POLL_SECONDS = 0.5
+
+
+class WaitProblem(Exception):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Ngw(click.Group):
+    """Turns every failure into a plain message and an exit code by class, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ApiError as exc:
+            report_api_error(exc)
+            ctx.exit(exc.exit_code)
+        except WaitProblem as exc:
+            err.print(f"[red]Error:[/red] {exc}")
+            ctx.exit(exc.exit_code)
+
+
+def report_api_error(exc: ApiError) -> None:
+    where = f" (HTTP {exc.status}{', ' + exc.code if exc.code else ''})" if exc.status else ""
+    err.print(f"[red]Error:[/red] {exc.message}{where}", markup=True)
+    for line in detail_lines(exc.details):
+        err.print(f"  {line}", markup=False)
+    if exc.retry_after:
+        err.print(f"  retry after {exc.retry_after} s", markup=False)
+    if exc.request_id:
+        err.print(f"  request id: {exc.request_id}", markup=False, style="dim")
+
+
+def detail_lines(details) -> list[str]:
+    if details in (None, "", [], {}):
+        return []
+    if isinstance(details, dict):
+        lines = []
+        for key, value in details.items():
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = "; ".join(value)
+            elif not isinstance(value, str):
+                value = json.dumps(value)
+            lines.append(f"{key}: {value}")
+        return lines
+    if isinstance(details, list):
+        return [detail_line(d) for d in details]
+    return [str(details)]
+
+
+def detail_line(detail) -> str:
+    # Validation errors come as {field, message, value}: "name: <why> (got 'bad name!')".
+    if isinstance(detail, dict) and "message" in detail:
+        line = f"{detail.get('field') or 'request'}: {detail['message']}"
+        if detail.get("value") is not None:
+            line += f" (got {json.dumps(detail['value'])})"
+        return line
+    return detail if isinstance(detail, str) else json.dumps(detail)
+
+
+def gateway(ctx: click.Context) -> Gateway:
+    return ctx.obj["gateway"]
+
+
+def print_json(data) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def styled(status: str | None) -> str:
+    status = status or "?"
+    style = STATUS_STYLE.get(status, "yellow")
+    return f"[{style}]{status}[/{style}]"
+
+
+def seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def money(value) -> str:
+    if value in (None, ""):
+        return ""
+    try:
+        return f"${float(value):,.2f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def items(payload, key: str) -> list:
+    """The list inside an answer, whether the list is bare or under `key` (or a page)."""
+    if isinstance(payload, list):
+        return payload
+    if isinstance(payload, dict):
+        for name in (key, "items", "results", "data"):
+            if isinstance(payload.get(name), list):
+                return payload[name]
+    return []
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]], title: str = "") -> Table:
+    """A table of the columns the rows actually carry (older gateways have fewer fields)."""
+    present = [(key, label) for key, label in columns if any(key in row for row in rows)]
+    t = Table(title=title or None, title_justify="left", header_style="bold")
+    for _, label in present:
+        t.add_column(label)
+    for row in rows:
+        t.add_row(*(cell(key, row.get(key)) for key, _ in present))
+    return t
+
+
+def cell(key: str, value) -> str:
+    if value is None:
+        return ""
+    if key == "status":
+        return styled(value)
+    if key in ("pricePerHour", "spotPricePerHour", "costSoFar", "price"):
+        return money(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(
+            str(v.get("name") or v.get("id") or v) if isinstance(v, dict) else str(v) for v in value
+        )
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def resolve(gw: Gateway, ref: str) -> dict:
+    """An instance by id, else by name (the live one, else the newest terminated one)."""
+    if ref.startswith("inst_"):
+        try:
+            return gw.get(ref)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+    named = [i for i in gw.list() if i.get("name") == ref]
+    if not named:
+        raise ApiError(
+            f"no instance named or with id {ref!r}", status=404, exit_code=ExitCode.NOT_FOUND
+        )
+    live = [i for i in named if i.get("status") != "terminated"]
+    chosen = max(live or named, key=lambda i: i.get("createdAt") or "")
+    return gw.get(chosen["id"])
+
+
+def wait_for(gw: Gateway, instance: dict, wanted: set, timeout: float, verb: str) -> dict:
+    """Follow an instance until it reaches `wanted`: a live line, and one line per status."""
+    started = time.monotonic()
+    deadline = started + timeout
+    name = instance.get("name") or instance.get("id")
+    status = instance.get("status")
+    out.print(f"{name}: {styled(status)}")
+    with out.status(f"{verb} {name}: {status}", spinner="dots") as live:
+        while True:
+            elapsed = time.monotonic() - started
+            if status in wanted:
+                break
+            if status in FINAL_BAD - wanted:
+                reason = instance.get("failureReason") or instance.get("statusReason") or ""
+                raise WaitProblem(
+                    f"{name} is {status}" + (f": {reason}" if reason else ""),
+                    ExitCode.INSTANCE_FAILED,
+                )
+            if time.monotonic() >= deadline:
+                raise WaitProblem(
+                    f"gave up after {timeout:g} s: {name} is still {status} "
+                    f"(it carries on; follow it with `ngw show {name}`)",
+                    ExitCode.WAIT_TIMEOUT,
+                )
+            live.update(f"{verb} {name}: {status} · {seconds(elapsed)}")
+            time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            try:
+                current = gw.get(instance["id"])
+            except ApiError as exc:
+                # A blip (restart, 5xx, rate limit) must not end a wait; a 404 or 401 does.
+                if exc.exit_code in (ExitCode.GATEWAY, ExitCode.UNREACHABLE, ExitCode.RATE_LIMITED):
+                    continue
+                raise
+            if current.get("status") != status:
+                status = current.get("status")
+                out.print(f"{name}: {styled(status)} ({seconds(time.monotonic() - started)})")
+            instance = current
+    out.print(f"{name} is {styled(status)} after {seconds(time.monotonic() - started)}")
+    return instance
+
+
+def print_endpoints(instance: dict) -> None:
+    ports = instance.get("portMappings") or []
+    if ports:
+        out.print(
+            table(ports, [("port", "Port"), ("type", "Type"), ("endpoint", "Endpoint")], "Ports")
+        )
+    ssh = (instance.get("connectionDetails") or {}).get("ssh")
+    if ssh:
+        out.print(f"ssh: {ssh}   (or: ngw ssh {instance.get('name')})", markup=False)
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+WAIT_TIMEOUT_HELP = "Seconds --wait waits before giving up (exit code 10)."
+
+
+@click.group(cls=Ngw, context_settings={"help_option_names": ["-h", "--help"]}, help=__doc__)
+@click.option(
+    "--url",
+    envvar="NGW_URL",
+    default="http://localhost:3000",
+    show_default=True,
+    help="The gateway (env NGW_URL).",
+)
+@click.option(
+    "--api-key", envvar="NGW_API_KEY", default="", help="Client API key (env NGW_API_KEY)."
+)
+@click.option(
+    "--timeout",
+    envvar="NGW_TIMEOUT",
+    type=click.FloatRange(min=0.5),
+    default=15.0,
+    show_default=True,
+    help="Seconds to wait for each HTTP answer (env NGW_TIMEOUT).",
+)
+@click.version_option(__version__, prog_name="ngw")
+@click.pass_context
+def main(ctx, url, api_key, timeout):
+    ctx.obj = {"gateway": Gateway(url, api_key, timeout)}
+
+
+@main.command()
+@click.option("--region", help="Only products offered in this region.")
+@click.option("--gpus", type=click.IntRange(1, 8), help="Only products offering this many GPUs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@click.pass_context
+def catalog(ctx, region, gpus, as_json):
+    """Regions, GPU products with prices, and templates to create instances from."""
+    gw = gateway(ctx)
+    try:
+        regions, products, templates = gw.regions(), gw.products(region, gpus), gw.templates()
+    except ApiError as exc:
+        if exc.missing_route:
+            raise ApiError(
+                f"{gw.url} has no catalog endpoints (a gateway older than this ngw); "
+                "ask its operator for product and template names",
+                status=404,
+                code=exc.code,
+                exit_code=ExitCode.NOT_FOUND,
+            ) from None
+        raise
+    if as_json:
+        print_json({"regions": regions, "products": products, "templates": templates})
+        return
+    region_rows = [r if isinstance(r, dict) else {"id": r} for r in items(regions, "regions")]
+    out.print(
+        table(
+            region_rows,
+            [("id", "Region"), ("name", "Name"), ("clusterId", "Cluster"), ("available", "Up")],
+            "Regions",
+        )
+    )
+    out.print(
+        table(
+            items(products, "products"),
+            [
+                ("name", "Product"),
+                ("gpuType", "GPU"),
+                ("gpuMemory", "GPU memory"),
+                ("pricePerHour", "On-demand $/h"),
+                ("spotPricePerHour", "Spot $/h"),
+                ("available", "Available"),
+                ("regions", "Regions"),
+            ],
+            "Products (--product)",
+        )
+    )
+    out.print(
+        table(
+            items(templates, "templates"),
+            [("id", "Template"), ("name", "Name"), ("image", "Image"), ("ports", "Ports")],
+            "Templates (--template)",
+        )
+    )
+
+
+@main.command()
+@click.argument("name")
+@click.option("--product", required=True, help="Product name, as `ngw catalog` lists it.")
+@click.option("--template", required=True, help="Template id, as `ngw catalog` lists it.")
+@click.option("--region", help="Region (the gateway's default when omitted).")
+@click.option("--gpus", type=click.IntRange(1, 8), help="Number of GPUs.")
+@click.option("--auto-stop", type=click.IntRange(1, 10080), help="Idle minutes before auto-stop.")
+@click.option("--no-auto-stop", is_flag=True, help="Exempt this instance from auto-stop.")
+@click.option("--spot", is_flag=True, help="Spot billing (cheaper, may be reclaimed).")
+@click.option("--wait", is_flag=True, help="Follow it to ready and print its endpoints.")
+@click.option("--wait-timeout", type=float, default=900, show_default=True, help=WAIT_TIMEOUT_HELP)
+@click.pass_context
+def create(ctx, name, product, template, region, gpus, auto_stop, no_auto_stop, spot, wait,
+           wait_timeout):  # fmt: skip
+    """Create an instance NAME."""
+    body = {"name": name, "productName": product, "templateId": template}
+    optional = {
+        "region": region,
+        "gpuNum": gpus,
+        "autoStopMinutes": auto_stop,
+        "billingMode": "spot" if spot else None,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if no_auto_stop:
+        body["autoStopEnabled"] = False
+    gw = gateway(ctx)
+    created = gw.create(body)
+    out.print(f"created {name} ({created.get('instanceId')}): {styled(created.get('status'))}")
+    if wait:
+        instance = gw.get(created["instanceId"])
+        instance = wait_for(gw, instance, READY, wait_timeout, "creating")
+        print_endpoints(instance)
+
+
+@main.command(name="ls")
+@click.option("--all", "show_all", is_flag=True, help="Include terminated instances.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@click.pass_context
+def list_instances(ctx, show_all, as_json):
+    """List instances (terminated ones only with --all)."""
+    rows = gateway(ctx).list()
+    if not show_all:
+        rows = [r for r in rows if r.get("status") != "terminated"]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        out.print("no instances")
+        return
+    for row in rows:
+        row["ports"] = ", ".join(str(p.get("port")) for p in row.get("portMappings") or [])
+    out.print(
+        table(
+            rows,
+            [
+                ("name", "Name"),
+                ("id", "Id"),
+                ("status", "Status"),
+                ("region", "Region"),
+                ("gpuNum", "GPUs"),
+                ("pricePerHour", "$/h"),
+                ("costSoFar", "Cost so far"),
+                ("ports", "Ports"),
+                ("lastUsedAt", "Last used"),
+                ("autoStopAt", "Auto-stop at"),
+                ("createdAt", "Created"),
+            ],
+        )
+    )
+
+
+@main.command()
+@click.argument("ref", metavar="NAME|ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@click.pass_context
+def show(ctx, ref, as_json):
+    """Show one instance: status, why, cost, auto-stop, endpoints."""
+    instance = resolve(gateway(ctx), ref)
+    if as_json:
+        print_json(instance)
+        return
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    skip = {"portMappings", "connectionDetails"}
+    for key, value in instance.items():
+        if key not in skip and value not in (None, "", [], {}):
+            t.add_row(key, cell(key, value))
+    out.print(t)
+    print_endpoints(instance)
+
+
+def _action(ctx, ref: str, call, wanted: set, verb: str, wait: bool, wait_timeout: float):
+    gw = gateway(ctx)
+    instance = resolve(gw, ref)
+    answer = call(gw, instance["id"])
+    out.print(
+        f"{instance.get('name')}: {answer.get('message') or verb} ({styled(answer.get('status'))})"
+    )
+    if wait:
+        instance = wait_for(gw, gw.get(instance["id"]), wanted, wait_timeout, verb)
+        if wanted == READY:
+            print_endpoints(instance)
+
+
+@main.command()
+@click.argument("ref", metavar="NAME|ID")
+@click.option("--wait", is_flag=True, help="Follow it to ready.")
+@click.option("--wait-timeout", type=float, default=900, show_default=True, help=WAIT_TIMEOUT_HELP)
+@click.pass_context
+def start(ctx, ref, wait, wait_timeout):
+    """Start a stopped instance."""
+    _action(ctx, ref, Gateway.start, READY, "starting", wait, wait_timeout)
+
+
+@main.command()
+@click.argument("ref", metavar="NAME|ID")
+@click.option("--wait", is_flag=True, help="Follow it to stopped.")
+@click.option("--wait-timeout", type=float, default=600, show_default=True, help=WAIT_TIMEOUT_HELP)
+@click.pass_context
+def stop(ctx, ref, wait, wait_timeout):
+    """Stop an instance (its disk is kept; the GPU stops being billed)."""
+    _action(ctx, ref, Gateway.stop, STOPPED, "stopping", wait, wait_timeout)
+
+
+@main.command()
+@click.argument("ref", metavar="NAME|ID")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--wait", is_flag=True, help="Follow it to terminated.")
+@click.option("--wait-timeout", type=float, default=600, show_default=True, help=WAIT_TIMEOUT_HELP)
+@click.pass_context
+def rm(ctx, ref, yes, wait, wait_timeout):
+    """Terminate an instance: deletes it upstream, disks included."""
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Terminate {ref} and delete its disks?", abort=True)
+    _action(ctx, ref, Gateway.delete, TERMINATED, "terminating", wait, wait_timeout)
+
+
+@main.command()
+@click.argument("ref", metavar="NAME|ID")
+@click.pass_context
+def touch(ctx, ref):
+    """Send a heartbeat: the instance counts as used now (postpones auto-stop)."""
+    gw = gateway(ctx)
+    instance = resolve(gw, ref)
+    answer = gw.touch(instance["id"])
+    line = f"{instance.get('name')}: last used {answer.get('lastUsedAt')}"
+    auto_stop_at = answer.get("autoStopAt") or gw.get(instance["id"]).get("autoStopAt")
+    if auto_stop_at:
+        line += f", auto-stop at {auto_stop_at}"
+    out.print(line, markup=False)
+
+
+@main.command()
+@click.argument("ref", metavar="NAME|ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@click.pass_context
+def events(ctx, ref, as_json):
+    """An instance's history: every status change, who made it and why (newest first)."""
+    gw = gateway(ctx)
+    instance = resolve(gw, ref)
+    try:
+        answer = gw.events(instance["id"])
+    except ApiError as exc:
+        if exc.missing_route:
+            raise ApiError(
+                f"{gw.url} does not list events (a gateway older than this ngw); "
+                "operators see them in the admin",
+                status=404,
+                code=exc.code,
+                exit_code=ExitCode.NOT_FOUND,
+            ) from None
+        raise
+    if as_json:
+        print_json(answer)
+        return
+    rows = items(answer, "events")
+    for row in rows:
+        if row.get("fromStatus") or row.get("toStatus"):
+            row["change"] = f"{row.get('fromStatus') or '-'} → {row.get('toStatus') or '-'}"
+    out.print(
+        table(
+            rows,
+            [
+                ("createdAt", "At"),
+                ("timestamp", "At"),
+                ("change", "Change"),
+                ("kind", "Kind"),
+                ("source", "Source"),
+                ("actor", "Actor"),
+                ("reason", "Why"),
+            ],
+            f"Events of {instance.get('name')}",
+        )
+    )
+
+
+@main.command()
+@click.argument("ref", metavar="NAME|ID")
+@click.option("--print", "print_only", is_flag=True, help="Print the ssh command, do not run it.")
+@click.argument("ssh_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def ssh(ctx, ref, print_only, ssh_args):
+    """Open an SSH session on a ready instance (extra arguments go to ssh)."""
+    instance = resolve(gateway(ctx), ref)
+    command = (instance.get("connectionDetails") or {}).get("ssh")
+    if not command:
+        raise WaitProblem(
+            f"{instance.get('name')} has no SSH endpoint (status {instance.get('status')}; "
+            "its template may expose no SSH port)",
+            ExitCode.CONFLICT if instance.get("status") != "ready" else ExitCode.NOT_FOUND,
+        )
+    argv = shlex.split(command) + list(ssh_args)
+    if print_only:
+        click.echo(shlex.join(argv))
+        return
+    sys.stdout.flush()
+    try:
+        # The user's own ssh replaces us, as typing the command would (its exit code is ours).
+        os.execvp(argv[0], argv)  # noqa: S606
+    except OSError as exc:
+        raise WaitProblem(f"cannot run {argv[0]}: {exc.strerror}", ExitCode.ERROR) from None
+
+
+@main.command()
+@click.option("--run", is_flag=True, help="Stop the idle instances now (default: only list them).")
+@click.pass_context
+def autostop(ctx, run):
+    """Auto-stop: its state, and the instances idle past their threshold."""
+    gw = gateway(ctx)
+    stats = gw.autostop_stats()
+    out.print(
+        f"scheduler {'running' if stats.get('schedulerRunning') else '[yellow]not running[/]'}"
+        f", checks every {stats.get('checkIntervalMinutes')} min"
+        f", default threshold {stats.get('defaultInactivityThresholdMinutes')} min"
+        f", stopped so far {stats.get('totalStopped', 0)}"
+    )
+    answer = gw.autostop_trigger(dry_run=not run)
+    candidates = answer.get("candidates") or []
+    if not candidates:
+        out.print("no idle instance")
+        return
+    out.print(
+        table(
+            candidates,
+            [
+                ("name", "Name"),
+                ("instanceName", "Name"),
+                ("instanceId", "Id"),
+                ("idleMinutes", "Idle min"),
+                ("thresholdMinutes", "Threshold"),
+                ("reason", "Why"),
+            ],
+            "Stopped" if run else "Would stop (run with --run to stop them)",
+        )
+    )
+
+
+@main.command()
+@click.pass_context
+def health(ctx):
+    """The gateway's health and each dependency's (exit code 8 when unhealthy)."""
+    answer = gateway(ctx).health()
+    status = answer.get("status")
+    style = {"healthy": "green", "degraded": "yellow"}.get(status, "red")
+    out.print(f"gateway: [{style}]{status}[/{style}]")
+    dependencies = answer.get("dependencies") or {}
+    rows = []
+    for name, state in (answer.get("services") or {}).items():
+        detail = dependencies.get(name) or {}
+        note = (
+            detail.get("error") or detail.get("message") or "" if isinstance(detail, dict) else ""
+        )
+        rows.append({"service": name, "state": state, "note": note})
+    if rows:
+        out.print(table(rows, [("service", "Service"), ("state", "State"), ("note", "Note")]))
+    if status not in ("healthy", "degraded"):
+        ctx.exit(ExitCode.GATEWAY)

@@ -1,85 +1,253 @@
-"""Instances on the wire: the contract's camelCase shapes, built in one place for the API and
-for webhook payloads."""
+"""Instances on the wire: each response shape is declared once, as an output serializer, and
+that one declaration both renders the body (`Shape.render`) and documents it in the schema.
+
+Field names are the contract's camelCase; `source=` maps them to our snake_case names. A field
+declared `required=False` is left out of the body when it has no value (None or ""), which is
+what the schema says of it (not required).
+
+The polling path (GET /api/instances/{id}) is the hottest request, so a shape renders through
+one serializer instance made once per class: `to_representation` keeps no per-call state, and a
+fresh serializer per request would cost about ten times as much (deep copies of every field).
+"""
 
 from __future__ import annotations
 
+from operator import attrgetter, itemgetter
+
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
 
 from ops.timeutil import iso
 
-from .models import Instance
 from .status import AUTO_STOP_CANDIDATES
 
 
-def port_mappings(instance: Instance) -> list[dict]:
-    return [
-        {"port": m.get("port"), "endpoint": m.get("endpoint"), "type": m.get("type")}
-        for m in instance.port_mappings or []
-    ]
+class WireDateTimeField(serializers.DateTimeField):
+    """The contract's timestamps: ISO 8601, UTC, milliseconds, trailing Z."""
+
+    def to_representation(self, value):
+        return iso(value)
 
 
-def connection_details(instance: Instance) -> dict:
+class _Values:
+    """An object whose attributes are `values`, falling back to `obj`'s (see Shape.render)."""
+
+    __slots__ = ("_obj", "_values")
+
+    def __init__(self, obj, values: dict):
+        self._obj = obj
+        self._values = values
+
+    def __getattr__(self, name):
+        values = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        return getattr(object.__getattribute__(self, "_obj"), name)
+
+
+# Field types whose to_representation is just this builtin (DRF's own, called directly).
+_BUILTIN = {
+    serializers.CharField: str,
+    serializers.IntegerField: int,
+    serializers.FloatField: float,
+    serializers.BooleanField: bool,
+}
+
+
+def _readers(field) -> tuple:
+    """How a field reads its value (from an object, from a dict): DRF's get_attribute minus the
+    generality these shapes do not use (dotted sources, callables, defaults)."""
+    if isinstance(field, _Derived):
+        return field.compute, field.compute
+    if field.source == "*":
+        return (lambda obj: obj), (lambda obj: obj)
+    return attrgetter(field.source), itemgetter(field.source)
+
+
+def _converter(field):
+    if isinstance(field, serializers.ListSerializer):
+        return _many(type(field.child))
+    if isinstance(field, Shape):
+        return type(field).render
+    return _BUILTIN.get(type(field), field.to_representation)
+
+
+# Comments, not docstrings, on the shapes: a docstring would become the schema's description.
+class Shape(serializers.Serializer):
+    # An output shape. Optional (required=False) fields are omitted when empty; a missing
+    # optional value is omitted too, a missing required one is an error.
+
+    @classmethod
+    def _plan(cls) -> list[tuple]:
+        """(name, read, read_key, convert, optional) for each field, made once per class."""
+        plan = cls.__dict__.get("_plan_cache")
+        if plan is None:
+            plan = []
+            for name, field in cls().fields.items():
+                read, read_key = _readers(field)
+                plan.append((name, read, read_key, _converter(field), not field.required))
+            cls._plan_cache = plan
+        return plan
+
+    def to_representation(self, instance):
+        return self.render(instance)
+
+    @classmethod
+    def render(cls, obj=None, **values) -> dict:
+        """The body for `obj` (a model instance or a dict); keyword values add to or override its
+        attributes, for what the object itself does not carry (a message, an estimate)."""
+        if values:
+            obj = _Values(obj, values)
+        from_dict = isinstance(obj, dict)
+        data = {}
+        for name, read, read_key, convert, optional in cls._plan():
+            try:
+                value = read_key(obj) if from_dict else read(obj)
+            except (AttributeError, KeyError):
+                if optional:
+                    continue
+                raise
+            if value is None or value == "":
+                if optional:
+                    continue
+                data[name] = value if value is None else convert(value)
+            else:
+                data[name] = convert(value)
+        return data
+
+
+def _many(shape):
+    def convert(items):
+        return [shape.render(item) for item in items]
+
+    return convert
+
+
+class PortMappingOut(Shape):
+    port = serializers.IntegerField()
+    endpoint = serializers.CharField(allow_null=True)
+    type = serializers.CharField()
+
+
+class _Derived:
+    """A field whose value is `compute(instance)` rather than one attribute."""
+
+    def __init__(self, compute, **kwargs):
+        self.compute = compute
+        kwargs.setdefault("source", "*")
+        super().__init__(**kwargs)
+
+    def get_attribute(self, instance):
+        return self.compute(instance)
+
+
+class DerivedDateTimeField(_Derived, WireDateTimeField):
+    pass
+
+
+class DerivedFloatField(_Derived, serializers.FloatField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {
+            "ssh": {"type": "string"},
+            "jupyter": {"type": "string"},
+            "webTerminal": {"type": "string"},
+        },
+        "description": "Addresses and commands only; passwords are never stored or shown.",
+    }
+)
+class ConnectionDetailsField(_Derived, serializers.Field):
+    def to_representation(self, value):
+        return value
+
+
+def connection_details(instance) -> dict:
     # Only addresses and commands; upstream passwords are never stored, so never shown.
     return {k: v for k, v in (instance.connection_details or {}).items() if v}
 
 
-def auto_stop_minutes(instance: Instance) -> float:
+def auto_stop_minutes(instance) -> float:
     if instance.auto_stop_minutes:
         return float(instance.auto_stop_minutes)
     return float(settings.AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES)
 
 
-def instance_summary(instance: Instance) -> dict:
-    """The list shape (contract endpoint 4)."""
-    data = {
-        "id": instance.id,
-        "name": instance.name,
-        "status": instance.status,
-        "gpuNum": instance.gpu_num,
-        "region": instance.region,
-        "portMappings": port_mappings(instance),
-        "createdAt": iso(instance.created_at),
-    }
-    _optional_times(instance, data)
-    return data
-
-
-def instance_detail(instance: Instance) -> dict:
-    """The detail shape (contract endpoint 3), plus a few fields the contract leaves open."""
-    data = {
-        "id": instance.id,
-        "name": instance.name,
-        "status": instance.status,
-        "desiredStatus": instance.desired_status,
-        "gpuNum": instance.gpu_num,
-        "region": instance.region,
-        "productName": instance.product_name,
-        "templateId": instance.template_id,
-        "rootfsSize": instance.rootfs_size,
-        "novitaInstanceId": instance.novita_instance_id,
-        "portMappings": port_mappings(instance),
-        "connectionDetails": connection_details(instance),
-        "createdAt": iso(instance.created_at),
-        "autoStopEnabled": instance.auto_stop_enabled,
-        "autoStopMinutes": auto_stop_minutes(instance),
-    }
-    _optional_times(instance, data)
-    if instance.failure_reason:
-        data["failureReason"] = instance.failure_reason
-    return data
-
-
-def _optional_times(instance: Instance, data: dict) -> None:
-    if instance.ready_at:
-        data["readyAt"] = iso(instance.ready_at)
-    if instance.last_used_at:
-        data["lastUsedAt"] = iso(instance.last_used_at)
+def shown_auto_stop_at(instance):
+    """The deadline, only while auto-stop can act on this instance."""
     if (
         instance.auto_stop_at
         and instance.auto_stop_enabled
         and instance.status in AUTO_STOP_CANDIDATES
         and settings.AUTO_STOP_ENABLED
     ):
-        data["autoStopAt"] = iso(instance.auto_stop_at)
-    if instance.stopped_at:
-        data["stoppedAt"] = iso(instance.stopped_at)
+        return instance.auto_stop_at
+    return None
+
+
+class InstanceSummaryOut(Shape):
+    # The list shape (contract endpoint 4).
+
+    id = serializers.CharField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    gpuNum = serializers.IntegerField(source="gpu_num")
+    region = serializers.CharField()
+    portMappings = PortMappingOut(many=True, source="port_mappings")
+    createdAt = WireDateTimeField(source="created_at")
+    readyAt = WireDateTimeField(source="ready_at", required=False)
+    lastUsedAt = WireDateTimeField(source="last_used_at", required=False)
+    autoStopAt = DerivedDateTimeField(
+        shown_auto_stop_at, required=False, help_text="Auto-stop deadline"
+    )
+    stoppedAt = WireDateTimeField(source="stopped_at", required=False)
+
+
+class InstanceDetailOut(InstanceSummaryOut):
+    # The detail shape (contract endpoint 3), plus a few fields the contract leaves open.
+
+    desiredStatus = serializers.CharField(source="desired_status")
+    productName = serializers.CharField(source="product_name")
+    templateId = serializers.CharField(source="template_id")
+    rootfsSize = serializers.IntegerField(source="rootfs_size")
+    novitaInstanceId = serializers.CharField(source="novita_instance_id", allow_null=True)
+    connectionDetails = ConnectionDetailsField(connection_details)
+    autoStopEnabled = serializers.BooleanField(source="auto_stop_enabled")
+    autoStopMinutes = DerivedFloatField(auto_stop_minutes)
+    failureReason = serializers.CharField(source="failure_reason", required=False)
+
+
+class CreateInstanceOut(Shape):
+    instanceId = serializers.CharField(source="id")
+    status = serializers.CharField()
+    message = serializers.CharField()
+    estimatedReadyTime = WireDateTimeField(source="estimated_ready_time")
+
+
+class OperationOut(Shape):
+    instanceId = serializers.CharField(source="id")
+    novitaInstanceId = serializers.CharField(source="novita_instance_id", allow_null=True)
+    operationId = serializers.CharField(source="operation_id")
+    status = serializers.CharField()
+    message = serializers.CharField()
+    estimatedReadyTime = WireDateTimeField(source="estimated_ready_time", required=False)
+
+
+class LastUsedOut(Shape):
+    instanceId = serializers.CharField(source="id")
+    lastUsedAt = WireDateTimeField(source="last_used_at")
+    message = serializers.CharField()
+
+
+class WebhookInstanceOut(Shape):
+    # The instance part (`data`) of a webhook payload: which instance, and how to reach it.
+
+    id = serializers.CharField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    portMappings = PortMappingOut(many=True, source="port_mappings")
+    connectionDetails = ConnectionDetailsField(connection_details)

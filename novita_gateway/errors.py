@@ -10,7 +10,9 @@ import logging
 
 from django import db
 from django.http import Http404, JsonResponse
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions as drf_exceptions
+from rest_framework import serializers
 from rest_framework.response import Response
 
 from instances.novita import errors as upstream
@@ -69,6 +71,25 @@ class ApiKeysNotConfigured(drf_exceptions.NotAuthenticated):
         "GATEWAY_API_KEYS (comma-separated keys) or issues a key with `python manage.py "
         "issue_api_key NAME` (or in the admin); ALLOW_OPEN_API=true serves the API without keys."
     )
+
+
+class ErrorBodyOut(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.JSONField(allow_null=True)
+    timestamp = serializers.DateTimeField()
+    requestId = serializers.CharField()
+
+
+class ErrorOut(serializers.Serializer):
+    # The envelope's schema; `envelope` below is the one place that builds it.
+
+    error = ErrorBodyOut()
+
+
+def documented_error(codes: str) -> OpenApiResponse:
+    """An error answer for the schema: the envelope, described by the contract codes it carries."""
+    return OpenApiResponse(ErrorOut, description=codes)
 
 
 def envelope(code: str, message: str, details=None) -> dict:

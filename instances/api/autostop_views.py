@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from novita_gateway.errors import FeatureDisabled
-from ops.timeutil import iso, iso_now
+from novita_gateway.errors import FeatureDisabled, documented_error
+from ops.timeutil import iso_now
 
+from ..representations import LastUsedOut
 from ..services import autostop
 from . import autostop_serializers as a
-from .serializers import ErrorOut
 from .views import actor_of, validated
 
 LAST_USED_MESSAGE = "Last used time updated successfully"
-VALIDATION = OpenApiResponse(ErrorOut, description="VALIDATION_ERROR")
-NOT_FOUND = OpenApiResponse(ErrorOut, description="INSTANCE_NOT_FOUND")
-DISABLED = OpenApiResponse(ErrorOut, description="FEATURE_DISABLED (AUTO_STOP_ENABLED is false)")
+VALIDATION = documented_error("VALIDATION_ERROR")
+NOT_FOUND = documented_error("INSTANCE_NOT_FOUND")
+DISABLED = documented_error("FEATURE_DISABLED (AUTO_STOP_ENABLED is false)")
 
 
 def _require_enabled() -> None:
@@ -33,7 +33,7 @@ def _last_used(instance_id=None, name=None, used_at=None) -> Response:
         instance_id=instance_id, name=name, used_at=used_at
     )
     return Response(
-        {"instanceId": instance_id, "lastUsedAt": iso(stored), "message": LAST_USED_MESSAGE}
+        LastUsedOut.render(id=instance_id, last_used_at=stored, message=LAST_USED_MESSAGE)
     )
 
 
@@ -50,7 +50,7 @@ class LastUsedView(APIView):
         operation_id="instances_last_used",
         description=LAST_USED_DESCRIPTION,
         request=a.LastUsedSerializer,
-        responses={200: a.LastUsedOut, 400: VALIDATION, 404: NOT_FOUND},
+        responses={200: LastUsedOut, 400: VALIDATION, 404: NOT_FOUND},
     )
     def put(self, request, instance_id):
         data = validated(a.LastUsedSerializer, request.data)
@@ -63,7 +63,7 @@ class LastUsedByNameView(APIView):
         operation_id="instances_last_used_by_name",
         description=LAST_USED_DESCRIPTION,
         request=a.LastUsedByNameSerializer,
-        responses={200: a.LastUsedOut, 400: VALIDATION, 404: NOT_FOUND},
+        responses={200: LastUsedOut, 400: VALIDATION, 404: NOT_FOUND},
     )
     def put(self, request):
         data = validated(a.LastUsedByNameSerializer, request.data)

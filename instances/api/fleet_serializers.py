@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from .serializers import PortMappingOut
+from ..representations import InstanceSummaryOut
 
 
 class ComprehensiveQuerySerializer(serializers.Serializer):
@@ -15,10 +15,12 @@ class ComprehensiveQuerySerializer(serializers.Serializer):
     )
 
 
-class ComprehensiveInstanceOut(serializers.Serializer):
+class ComprehensiveInstanceOut(InstanceSummaryOut):
+    # A listing row: a local record's summary (merged with upstream's view), or an instance
+    # only upstream knows. Rows are built by services/sync.py; this is their schema.
+
     id = serializers.CharField(help_text="Our id; the upstream id for Novita-only instances")
     name = serializers.CharField(allow_null=True)
-    status = serializers.CharField()
     source = serializers.ChoiceField(choices=["local", "novita", "merged"])
     dataConsistency = serializers.ChoiceField(choices=["consistent", "inconsistent", "unknown"])
     inconsistencies = serializers.ListField(
@@ -37,10 +39,7 @@ class ComprehensiveInstanceOut(serializers.Serializer):
     cpuNum = serializers.CharField(allow_null=True)
     memory = serializers.CharField(allow_null=True)
     imageUrl = serializers.CharField(allow_null=True)
-    portMappings = PortMappingOut(many=True)
     createdAt = serializers.DateTimeField(allow_null=True)
-    readyAt = serializers.DateTimeField(required=False)
-    lastUsedAt = serializers.DateTimeField(required=False)
     lastSyncedAt = serializers.DateTimeField(allow_null=True)
 
 

@@ -5,11 +5,14 @@ Unknown fields in a request body are ignored.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
 from ops import netsafety
 
+from ..representations import InstanceSummaryOut
 from .fields import StrictBooleanField, StrictCharField, StrictIntegerField, StrictRegexField
+from .fleet_serializers import ComprehensiveInstanceOut
 
 REGIONS = ["CN-HK-01", "US-WEST-01", "EU-WEST-01", "AS-SGP-02"]
 NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -97,75 +100,17 @@ class ListQuerySerializer(serializers.Serializer):
     syncLocalState = serializers.BooleanField(default=False)
 
 
-# --- Output shapes (documentation of what the views return) ----------------------------------
-
-
-class PortMappingOut(serializers.Serializer):
-    port = serializers.IntegerField()
-    endpoint = serializers.CharField(allow_null=True)
-    type = serializers.CharField()
-
-
-class ConnectionDetailsOut(serializers.Serializer):
-    ssh = serializers.CharField(required=False)
-    jupyter = serializers.CharField(required=False)
-    webTerminal = serializers.CharField(required=False)
-
-
-class InstanceSummaryOut(serializers.Serializer):
-    id = serializers.CharField()
-    name = serializers.CharField()
-    status = serializers.CharField()
-    gpuNum = serializers.IntegerField()
-    region = serializers.CharField()
-    portMappings = PortMappingOut(many=True)
-    createdAt = serializers.DateTimeField()
-    readyAt = serializers.DateTimeField(required=False)
-    lastUsedAt = serializers.DateTimeField(required=False)
-    autoStopAt = serializers.DateTimeField(required=False, help_text="Auto-stop deadline")
-
-
-class InstanceDetailOut(InstanceSummaryOut):
-    desiredStatus = serializers.CharField()
-    productName = serializers.CharField()
-    templateId = serializers.CharField()
-    rootfsSize = serializers.IntegerField()
-    novitaInstanceId = serializers.CharField(allow_null=True)
-    connectionDetails = ConnectionDetailsOut()
-    autoStopEnabled = serializers.BooleanField()
-    autoStopMinutes = serializers.FloatField()
-    stoppedAt = serializers.DateTimeField(required=False)
-    failureReason = serializers.CharField(required=False)
+# --- Output shapes -----------------------------------------------------------------------------
+# Bodies and schema both come from instances/representations.py; these only assemble them.
 
 
 class InstanceListOut(serializers.Serializer):
-    instances = InstanceSummaryOut(many=True)
+    instances = PolymorphicProxySerializer(
+        component_name="InstanceListRow",
+        serializers=[InstanceSummaryOut, ComprehensiveInstanceOut],
+        resource_type_field_name=None,
+        many=True,
+        help_text="Summary rows; rows of the comprehensive listing when upstream is asked "
+        "(source=novita, includeNovitaOnly or syncLocalState)",
+    )
     total = serializers.IntegerField()
-
-
-class CreateInstanceOut(serializers.Serializer):
-    instanceId = serializers.CharField()
-    status = serializers.CharField()
-    message = serializers.CharField()
-    estimatedReadyTime = serializers.DateTimeField()
-
-
-class OperationOut(serializers.Serializer):
-    instanceId = serializers.CharField()
-    novitaInstanceId = serializers.CharField(allow_null=True)
-    operationId = serializers.CharField()
-    status = serializers.CharField()
-    message = serializers.CharField()
-    estimatedReadyTime = serializers.DateTimeField(required=False)
-
-
-class ErrorBodyOut(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    details = serializers.JSONField(allow_null=True)
-    timestamp = serializers.DateTimeField()
-    requestId = serializers.CharField()
-
-
-class ErrorOut(serializers.Serializer):
-    error = ErrorBodyOut()

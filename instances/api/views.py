@@ -7,21 +7,20 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from novita_gateway.errors import InstanceNotFound, InvalidInstanceState
-from ops.timeutil import iso
+from novita_gateway.errors import InstanceNotFound, InvalidInstanceState, documented_error
 
-from .. import representations
 from ..models import Instance
+from ..representations import CreateInstanceOut, InstanceDetailOut, OperationOut
 from ..services import lifecycle
 from ..status import Status
 from . import serializers as s
 
 ERRORS = {
-    400: OpenApiResponse(s.ErrorOut, description="VALIDATION_ERROR"),
-    404: OpenApiResponse(s.ErrorOut, description="INSTANCE_NOT_FOUND"),
-    409: OpenApiResponse(s.ErrorOut, description="Name in use, or impossible in this state"),
-    502: OpenApiResponse(s.ErrorOut, description="NOVITA_API_ERROR"),
-    503: OpenApiResponse(s.ErrorOut, description="CIRCUIT_BREAKER_OPEN"),
+    400: documented_error("VALIDATION_ERROR"),
+    404: documented_error("INSTANCE_NOT_FOUND"),
+    409: documented_error("Name in use, or impossible in this state"),
+    502: documented_error("NOVITA_API_ERROR"),
+    503: documented_error("CIRCUIT_BREAKER_OPEN"),
 }
 
 
@@ -72,20 +71,17 @@ class InstanceListCreateView(APIView):
         summary="Create an instance",
         operation_id="instances_create",
         request=s.CreateInstanceSerializer,
-        responses={201: s.CreateInstanceOut, 400: ERRORS[400], 409: ERRORS[409]},
+        responses={201: CreateInstanceOut, 400: ERRORS[400], 409: ERRORS[409]},
     )
     def post(self, request):
         data = validated(s.CreateInstanceSerializer, request.data)
         instance = lifecycle.create_instance(data, actor=actor_of(request))
-        return Response(
-            {
-                "instanceId": instance.id,
-                "status": instance.status,
-                "message": "Instance creation initiated successfully",
-                "estimatedReadyTime": iso(lifecycle.estimated_ready_time(instance)),
-            },
-            status=status.HTTP_201_CREATED,
+        body = CreateInstanceOut.render(
+            instance,
+            message="Instance creation initiated successfully",
+            estimated_ready_time=lifecycle.estimated_ready_time(instance),
         )
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class InstanceDetailView(APIView):
@@ -93,11 +89,11 @@ class InstanceDetailView(APIView):
         summary="Get an instance's status and details",
         operation_id="instances_retrieve",
         description="Served from the gateway's database: polling causes no upstream call.",
-        responses={200: s.InstanceDetailOut, 404: ERRORS[404]},
+        responses={200: InstanceDetailOut, 404: ERRORS[404]},
     )
     def get(self, request, instance_id):
         instance = get_instance_or_404(instance_id)
-        return Response(representations.instance_detail(instance))
+        return Response(InstanceDetailOut.render(instance))
 
     @extend_schema(
         summary="Terminate an instance",
@@ -112,8 +108,8 @@ class InstanceDetailView(APIView):
         ),
         request=None,
         responses={
-            200: OpenApiResponse(s.OperationOut, description="Already terminated"),
-            202: s.OperationOut,
+            200: OpenApiResponse(OperationOut, description="Already terminated"),
+            202: OperationOut,
             404: ERRORS[404],
             409: ERRORS[409],
             502: ERRORS[502],
@@ -131,16 +127,10 @@ class InstanceDetailView(APIView):
 
 
 def _operation(instance: Instance, message: str, *, with_eta: bool = False) -> dict:
-    body = {
-        "instanceId": instance.id,
-        "novitaInstanceId": instance.novita_instance_id,
-        "operationId": instance.operation_id,
-        "status": instance.status,
-        "message": message,
-    }
     if with_eta:
-        body["estimatedReadyTime"] = iso(lifecycle.estimated_ready_time(instance))
-    return body
+        eta = lifecycle.estimated_ready_time(instance)
+        return OperationOut.render(instance, message=message, estimated_ready_time=eta)
+    return OperationOut.render(instance, message=message)
 
 
 def _start(request, instance: Instance, data: dict) -> Response:
@@ -173,13 +163,13 @@ START_DOC = extend_schema(
     operation_id="instances_start",
     description="Starts a stopped instance; follow it to `ready` by polling or webhook.",
     request=s.StartInstanceSerializer,
-    responses={202: s.OperationOut, **ERRORS},
+    responses={202: OperationOut, **ERRORS},
 )
 STOP_DOC = extend_schema(
     summary="Stop an instance",
     operation_id="instances_stop",
     request=s.StopInstanceSerializer,
-    responses={200: s.OperationOut, **ERRORS},
+    responses={200: OperationOut, **ERRORS},
 )
 
 
@@ -202,7 +192,7 @@ class StartByNameView(APIView):
         summary="Start an instance by name",
         operation_id="instances_start_by_name",
         request=s.StartByNameSerializer,
-        responses={202: s.OperationOut, **ERRORS},
+        responses={202: OperationOut, **ERRORS},
     )
     def post(self, request):
         data = validated(s.StartByNameSerializer, request.data)
@@ -214,7 +204,7 @@ class StopByNameView(APIView):
         summary="Stop an instance by name",
         operation_id="instances_stop_by_name",
         request=s.StopByNameSerializer,
-        responses={200: s.OperationOut, **ERRORS},
+        responses={200: OperationOut, **ERRORS},
     )
     def post(self, request):
         data = validated(s.StopByNameSerializer, request.data)

@@ -310,7 +310,7 @@ def novita_row(
 
 
 def local_row(instance: Instance, upstream: dict | None, snapshot: Snapshot) -> dict:
-    row = representations.instance_summary(instance)
+    row = representations.InstanceSummaryOut.render(instance)
     row["novitaInstanceId"] = instance.novita_instance_id
     if upstream is None:
         expected_upstream = (
@@ -453,11 +453,11 @@ def list_for_api(*, source: str, include_novita_only: bool, sync_local_state: bo
     is asked only when the query needs it (source=novita, includeNovitaOnly or syncLocalState)."""
     needs_upstream = source == "novita" or include_novita_only or sync_local_state
     if not needs_upstream or (source == "local" and not sync_local_state):
-        return [representations.instance_summary(i) for i in _local_instances()]
+        return [representations.InstanceSummaryOut.render(i) for i in _local_instances()]
     if source == "local":
         # Sync first, then show the local records as they now stand.
         fleet(source="all", include_novita_only=False, sync_local_state=True)
-        return [representations.instance_summary(i) for i in _local_instances()]
+        return [representations.InstanceSummaryOut.render(i) for i in _local_instances()]
     return fleet(
         source=source,
         include_novita_only=include_novita_only,

@@ -20,7 +20,7 @@ from ops import counters, netsafety
 from ops.timeutil import iso, iso_now
 
 from ..models import Instance, WebhookDelivery
-from ..representations import connection_details, port_mappings
+from ..representations import WebhookInstanceOut
 from . import queue
 
 logger = logging.getLogger(__name__)
@@ -37,13 +37,7 @@ def sign(body: bytes, secret: str) -> str:
 
 
 def _payload(instance: Instance, *, event: str, reason: str = "", extra: dict | None = None):
-    data = {
-        "id": instance.id,
-        "name": instance.name,
-        "status": instance.status,
-        "portMappings": port_mappings(instance),
-        "connectionDetails": connection_details(instance),
-    }
+    data = WebhookInstanceOut.render(instance)
     if reason:
         data["reason"] = reason
     if extra:

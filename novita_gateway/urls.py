@@ -2,11 +2,14 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from instances.admin import dashboard_view
 
 urlpatterns = [
+    # A person who opens the bare address lands on the API reference, not a 404.
+    path("", RedirectView.as_view(pattern_name="docs", permanent=False), name="root"),
     # /health, /metrics, /api/cache/*, /api/metrics*
     path("", include("ops.urls")),
     # Staff only (admin_view); before admin/ so the admin's catch-all never sees it.

@@ -17,7 +17,7 @@ from tests.e2e.stack import free_port
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(Path(sys.executable))
 # The manage.py commands this file runs; the README may show no other.
-COVERED = {"check", "createsuperuser", "issue_api_key", "novita_sandbox", "spectacular"}
+COVERED = {"check", "createsuperuser", "issue_api_key", "novita_sandbox", "api_docs"}
 
 
 def clean_env(var_dir: Path, **extra) -> dict:
@@ -135,6 +135,13 @@ def test_issue_api_key_prints_a_key_the_api_accepts(installed):
     )
     assert len(raw) > 20
     assert check.stdout.strip() == "1", check.stderr
+
+
+def test_api_docs_finds_the_reference_in_docs_current(installed):
+    env, _ = installed
+    result = manage("api_docs", "--check", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "are current" in result.stdout
 
 
 def test_novita_sandbox_starts_and_answers(installed):

@@ -566,30 +566,85 @@ class NovitaClient:
         page_size: int,
         headers: dict | None = None,
     ) -> Iterator[Page]:
-        """Every page of a pageNum/pageSize listing, from page 1 until `total` or an empty page.
+        """Every page of a pageNum/pageSize listing, whatever upstream's page numbering.
 
-        Every fetched page is yielded, including a final empty one, so callers can count requests.
-        Without `parse` the items are yielded as upstream sent them (any JSON value).
+        Public sources disagree on whether Novita counts pages from 0 or from 1 (and an upstream
+        may read 0 as 1), so this starts at pageNum 0 and keeps only items whose id it has not
+        seen yet. It stops once `total` distinct items are in, or on an empty page, or on a short
+        page when no `total` says more remain. An empty or refused (4xx) page 0 is not the end:
+        under 1-based numbering the listing starts at page 1.
+
+        Every fetched page is yielded, empty ones included, so callers can count requests; a
+        page's items are the ones not seen before (without `parse`, as upstream sent them). The
+        last page says whether the listing ran to its end (`complete`): it is not when the page
+        cap was hit or upstream kept answering the same page.
         """
-        seen = 0
-        for page_num in range(1, MAX_PAGES + 1):
-            data = self._request(
-                operation,
-                "GET",
-                url,
-                params={**params, "pageSize": page_size, "pageNum": page_num},
-                headers=headers,
-            )
+        seen_ids: set[str] = set()
+        unique = 0
+        repeated = 0  # consecutive full pages that brought nothing new
+        for page_num in range(MAX_PAGES):
+            try:
+                data = self._request(
+                    operation,
+                    "GET",
+                    url,
+                    params={**params, "pageSize": page_size, "pageNum": page_num},
+                    headers=headers,
+                )
+            except NovitaPermanentError as exc:
+                if page_num != 0 or isinstance(exc, NovitaNotFoundError):
+                    raise
+                # Some 1-based APIs reject pageNum=0 outright; page 1 then is the first page.
+                logger.info("novita %s: page 0 refused (%s); trying page 1", operation, exc)
+                yield Page(items=[], page_num=0, total=None)
+                continue
             raw = _items(operation, data, *keys)
             total = as_int(data.get("total")) if isinstance(data, dict) else None
-            items = raw if parse is None else [parse(item) for item in raw]
-            yield Page(items=items, page_num=page_num, total=total)
-            seen += len(raw)
-            if not raw or (total is not None and seen >= total):
+            fresh = []
+            for item in raw:
+                item_id = any_id(item) if type(item) is dict else None
+                if item_id is not None:
+                    if item_id in seen_ids:
+                        continue
+                    seen_ids.add(item_id)
+                fresh.append(item)
+            unique += len(fresh)
+            repeated = repeated + 1 if raw and not fresh else 0
+            more_by_total = total is not None and unique < total
+            if total is not None and unique >= total:
+                done = True
+            elif not raw:
+                done = page_num > 0  # an empty page 0 may just mean "pages start at 1"
+            else:
+                done = len(raw) < page_size and not more_by_total
+            stuck = repeated >= 2  # 0-as-1 repeats one page; more means pageNum is ignored
+            items = fresh if parse is None else [parse(item) for item in fresh]
+            # An empty page while `total` says more remain ends the walk but proves nothing
+            # about the missing ones (they may have moved between pages while we read).
+            complete = done and not more_by_total
+            yield Page(items=items, page_num=page_num, total=total, complete=complete)
+            if done:
+                if not complete:
+                    logger.warning(
+                        "novita %s: listing ended at %d of %d items; treating it as partial",
+                        operation,
+                        unique,
+                        total,
+                    )
                 return
-            if total is None and len(raw) < page_size:
+            if stuck:
+                logger.warning(
+                    "novita %s: upstream answered the same page again at pageNum %d; "
+                    "treating the listing as partial",
+                    operation,
+                    page_num,
+                )
                 return
-        logger.warning("novita %s: stopped after %d pages", operation, MAX_PAGES)
+        logger.warning(
+            "novita %s: stopped after %d pages (the page cap); treating the listing as partial",
+            operation,
+            MAX_PAGES,
+        )
 
     @staticmethod
     def _query(**values: Any) -> dict:
@@ -728,20 +783,10 @@ class NovitaClient:
         page_size: int = 100,
         product_name: str | None = None,
     ) -> list[UpstreamInstance]:
-        instances: list[UpstreamInstance] = []
-        seen_ids: set[str] = set()
         pages = self.iter_instance_pages(
             name=name, status=status, page_size=page_size, product_name=product_name
         )
-        for page in pages:
-            for instance in page.items:
-                # Pages can overlap when instances are created or removed while we read.
-                if instance.id is not None:
-                    if instance.id in seen_ids:
-                        continue
-                    seen_ids.add(instance.id)
-                instances.append(instance)
-        return instances
+        return [instance for page in pages for instance in page.items]
 
     def _instance_action(self, operation: str, path: str, instance_id: str) -> Any:
         return self._request(operation, "POST", self._v1 + path, body={"instanceId": instance_id})

@@ -423,6 +423,8 @@ class Page:
     items: list
     page_num: int
     total: int | None
+    # Only on the last page of a listing: True when the listing ran to its end.
+    complete: bool = False
 
     def __iter__(self) -> Iterator:
         return iter(self.items)

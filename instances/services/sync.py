@@ -29,7 +29,7 @@ from ops.timeutil import iso
 
 from .. import representations
 from ..models import Instance
-from ..novita.client import MAX_PAGES, get_client
+from ..novita.client import get_client
 from ..novita.schemas import (
     UpstreamInstance,
     any_id,
@@ -79,7 +79,8 @@ class Snapshot:
     started_at: datetime
     seconds: float
     pages: int
-    # False when the pass stopped early (the client's page cap): absences prove nothing then.
+    # False when the pass stopped early (page cap, upstream repeating a page, fewer items than
+    # upstream's total): absences prove nothing then.
     complete: bool
     # The parsed items, for code that writes local state: only in a fresh snapshot
     # (get_snapshot(fresh=True)), never in a cached one.
@@ -111,7 +112,6 @@ def fetch_snapshot(
     # Most instances share a handful of port layouts; rows share one list per layout.
     port_layouts: dict[tuple, list[dict]] = {}
     pages = 0
-    listed = 0
     last = None
     reader = get_client().iter_instance_pages(
         page_size=UPSTREAM_PAGE_SIZE, raw=True, read_ahead=True
@@ -122,13 +122,11 @@ def fetch_snapshot(
         for page in reader:
             pages += 1
             last = page
-            listed += len(page.items)
             for item in page.items:
                 built = novita_row(item, synced, port_layouts)
                 if built is None:
                     continue
                 row, has_error = built
-                # Pages overlap when instances are created while we read; the later view wins.
                 rows[row["id"]] = row
                 if has_error:
                     errors.add(row["id"])
@@ -136,12 +134,8 @@ def fetch_snapshot(
                     by_id[row["id"]] = UpstreamInstance.from_api(item)
     finally:
         reader.close()
-    complete = (
-        pages < MAX_PAGES
-        or last is None
-        or not last.items
-        or (last.total is not None and listed >= last.total)
-    )
+    # The client decides: a listing is complete when it ran to its end (see NovitaClient._pages).
+    complete = last is not None and last.complete
     if not complete:
         logger.warning("upstream listing stopped after %d pages; treating it as partial", pages)
     return Snapshot(

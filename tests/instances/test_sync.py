@@ -13,7 +13,7 @@ from django.utils import timezone
 from instances.models import Instance, WebhookDelivery
 from instances.services import sync
 from instances.status import Desired, Status
-from tests.instances.upstream import V1, remote_instance
+from tests.instances.upstream import PAGE_CONVENTIONS, V1, paged, remote_instance
 
 pytestmark = pytest.mark.django_db
 
@@ -48,17 +48,9 @@ def list_items(*instances, **extra):
     return items
 
 
-def serve_list(novita, items):
+def serve_list(novita, items, convention="zero"):
     """Upstream's paginated list over `items` (a list the test may change later)."""
-
-    def callback(request):
-        query = parse_qs(urlsplit(request.url).query)
-        size = int(query["pageSize"][0])
-        num = int(query["pageNum"][0])
-        page = items[(num - 1) * size : num * size]
-        return 200, {}, json.dumps({"instances": page, "total": len(items)})
-
-    novita.mock.add_callback("GET", f"{V1}/gpu/instances", callback=callback)
+    novita.mock.add_callback("GET", f"{V1}/gpu/instances", callback=paged(items, convention))
     return items
 
 
@@ -261,6 +253,29 @@ def test_every_upstream_page_is_read_once_per_listing(api, novita):
     assert len({r["id"] for r in body["instances"]}) == 250
     assert len(novita.calls("/gpu/instances")) == 3  # pageSize 100
     assert body["performance"]["upstreamPages"] == 3
+
+
+@pytest.mark.parametrize("convention", PAGE_CONVENTIONS)
+def test_comprehensive_listing_shows_every_instance_under_each_page_numbering(
+    api, make_instance, novita, convention
+):
+    make_instance(name="n-0", novita_instance_id="nov-0")
+    items = list_items(*[remote_instance(f"nov-{i}", f"n-{i}") for i in range(250)])
+    serve_list(novita, items, convention)
+
+    body = api.get(URL).json()
+
+    assert body["total"] == 250
+    assert body["sources"] == {"local": 0, "novita": 249, "merged": 1}
+    assert all(r["dataConsistency"] == "consistent" for r in body["instances"])
+
+
+@pytest.mark.parametrize("convention", PAGE_CONVENTIONS)
+def test_fleet_snapshot_is_complete_under_each_page_numbering(novita, convention):
+    serve_list(novita, list_items(*[remote_instance(f"nov-{i}") for i in range(101)]), convention)
+    snapshot = sync.fetch_snapshot()
+    assert len(snapshot.rows) == len(snapshot.by_id) == 101
+    assert snapshot.complete is True
 
 
 def test_listing_reuses_one_upstream_pass_for_a_few_seconds(api, novita):

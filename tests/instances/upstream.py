@@ -1,6 +1,7 @@
 """A fake Novita for unit tests, on top of `responses`: catalogue, instances, call counts."""
 
 import json
+from urllib.parse import parse_qs, urlsplit
 
 import responses
 
@@ -70,6 +71,39 @@ def remote_instance(upstream_id="nov-1", name="my-gpu", status="running", **extr
     return data
 
 
+# The page numberings public sources disagree on: pages counted from 0, from 1 (page 0 is
+# empty), or from 1 with 0 read as 1.
+PAGE_CONVENTIONS = ("zero", "one", "zero-as-one")
+
+
+def page_of(items, convention, page_num, page_size):
+    """The slice of `items` upstream would answer for pageNum under a page numbering."""
+    if convention == "zero":
+        index = page_num
+    elif convention == "one":
+        if page_num < 1:
+            return []
+        index = page_num - 1
+    else:
+        index = max(page_num, 1) - 1
+    return items[index * page_size : (index + 1) * page_size]
+
+
+def paged(items, convention="zero", key="instances", with_total=True):
+    """A `responses` callback serving `items` (a list the test may change later) page by page."""
+
+    def callback(request):
+        query = parse_qs(urlsplit(request.url).query)
+        size = int(query["pageSize"][0])
+        num = int(query["pageNum"][0])
+        body = {key: page_of(items, convention, num, size)}
+        if with_total:
+            body["total"] = len(items)
+        return 200, {}, json.dumps(body)
+
+    return callback
+
+
 class FakeNovita:
     """Registers upstream routes on a RequestsMock; tests read `.calls(path)`."""
 
@@ -95,8 +129,8 @@ class FakeNovita:
     def action_returns(self, action, status=200, body=None):
         self.mock.post(f"{V1}/gpu/instance/{action}", json=body or {}, status=status)
 
-    def list_returns(self, instances):
-        self.mock.get(f"{V1}/gpu/instances", json={"instances": instances, "total": len(instances)})
+    def list_returns(self, instances, convention="zero"):
+        self.mock.add_callback("GET", f"{V1}/gpu/instances", callback=paged(instances, convention))
 
     def calls(self, path, method=None):
         return [

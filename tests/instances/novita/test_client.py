@@ -326,7 +326,7 @@ def test_get_template_unwraps_and_flattens_ports(mocked):
 
 
 def test_list_templates_fetches_every_page(mocked):
-    for page_num, ids in ((1, ["a", "b"]), (2, ["c"])):
+    for page_num, ids in ((0, ["a", "b"]), (1, ["c"])):
         mocked.get(
             V1 + "/templates",
             match=[
@@ -423,10 +423,10 @@ def _instances_page(mocked, page_num, ids, total, page_size=2, **extra):
     )
 
 
-def test_list_instances_fetches_pages_from_1_until_total(mocked):
-    _instances_page(mocked, 1, ["a", "b"], 5, status="running")
-    _instances_page(mocked, 2, ["c", "d"], 5, status="running")
-    _instances_page(mocked, 3, ["e"], 5, status="running")
+def test_list_instances_fetches_pages_from_0_until_total(mocked):
+    _instances_page(mocked, 0, ["a", "b"], 5, status="running")
+    _instances_page(mocked, 1, ["c", "d"], 5, status="running")
+    _instances_page(mocked, 2, ["e"], 5, status="running")
 
     instances = make_client().list_instances(status="running", page_size=2)
 
@@ -437,12 +437,12 @@ def test_list_instances_fetches_pages_from_1_until_total(mocked):
 def test_list_instances_stops_at_an_empty_page_when_total_is_missing(mocked):
     mocked.get(
         V1 + "/gpu/instances",
-        match=[matchers.query_param_matcher({"pageSize": "2", "pageNum": "1"})],
+        match=[matchers.query_param_matcher({"pageSize": "2", "pageNum": "0"})],
         json={"instances": [{"id": "a"}, {"id": "b"}]},
     )
     mocked.get(
         V1 + "/gpu/instances",
-        match=[matchers.query_param_matcher({"pageSize": "2", "pageNum": "2"})],
+        match=[matchers.query_param_matcher({"pageSize": "2", "pageNum": "1"})],
         json={"instances": []},
     )
     assert [i.id for i in make_client().list_instances(page_size=2)] == ["a", "b"]
@@ -450,8 +450,8 @@ def test_list_instances_stops_at_an_empty_page_when_total_is_missing(mocked):
 
 
 def test_list_instances_drops_duplicates_across_shifting_pages(mocked):
-    _instances_page(mocked, 1, ["a", "b"], 3)
-    _instances_page(mocked, 2, ["b", "c"], 3)
+    _instances_page(mocked, 0, ["a", "b"], 3)
+    _instances_page(mocked, 1, ["b", "c"], 3)
     assert [i.id for i in make_client().list_instances(page_size=2)] == ["a", "b", "c"]
 
 
@@ -469,21 +469,22 @@ def test_listing_with_a_body_that_is_not_an_object_is_permanent(mocked):
 
 
 def test_iter_instance_pages_yields_one_page_per_request(mocked):
-    _instances_page(mocked, 1, ["a", "b"], 3)
-    _instances_page(mocked, 2, ["c"], 3)
+    _instances_page(mocked, 0, ["a", "b"], 3)
+    _instances_page(mocked, 1, ["c"], 3)
 
     pages = list(make_client().iter_instance_pages(page_size=2))
 
     assert len(pages) == len(mocked.calls) == 2
-    assert [p.page_num for p in pages] == [1, 2]
+    assert [p.page_num for p in pages] == [0, 1]
+    assert [p.complete for p in pages] == [False, True]
     assert pages[0].total == 3
     assert [i.id for i in pages[1]] == ["c"]
 
 
 def test_read_ahead_yields_every_page_in_order_as_raw_items(mocked):
-    _instances_page(mocked, 1, ["a", "b"], 5)
-    _instances_page(mocked, 2, ["c", "d"], 5)
-    _instances_page(mocked, 3, ["e"], 5)
+    _instances_page(mocked, 0, ["a", "b"], 5)
+    _instances_page(mocked, 1, ["c", "d"], 5)
+    _instances_page(mocked, 2, ["e"], 5)
 
     reader = make_client().iter_instance_pages(page_size=2, raw=True, read_ahead=True)
 
@@ -492,10 +493,10 @@ def test_read_ahead_yields_every_page_in_order_as_raw_items(mocked):
 
 
 def test_read_ahead_raises_a_failed_page_in_the_callers_thread(mocked):
-    _instances_page(mocked, 1, ["a", "b"], 5)
+    _instances_page(mocked, 0, ["a", "b"], 5)
     mocked.get(
         V1 + "/gpu/instances",
-        match=[matchers.query_param_matcher({"pageSize": "2", "pageNum": "2"})],
+        match=[matchers.query_param_matcher({"pageSize": "2", "pageNum": "1"})],
         json={"reason": "INTERNAL"},
         status=500,
     )
@@ -546,7 +547,7 @@ def test_a_netrc_entry_never_replaces_the_api_key(mocked, tmp_path, monkeypatch)
     netrc.write_text("machine novita.test login someone password other-secret\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
-    _instances_page(mocked, 1, ["a"], 1)
+    _instances_page(mocked, 0, ["a"], 1)
 
     make_client().list_instances(page_size=2)
 
@@ -583,7 +584,7 @@ def test_list_jobs_paginates_and_filters_by_instance(mocked):
         V1 + "/jobs",
         match=[
             matchers.query_param_matcher(
-                {"pageSize": "2", "pageNum": "1", "type": "instanceMigrate"}
+                {"pageSize": "2", "pageNum": "0", "type": "instanceMigrate"}
             )
         ],
         json={"jobs": [job, {**job, "Id": "j2", "instanceId": "ins-2"}], "total": 3},
@@ -592,7 +593,7 @@ def test_list_jobs_paginates_and_filters_by_instance(mocked):
         V1 + "/jobs",
         match=[
             matchers.query_param_matcher(
-                {"pageSize": "2", "pageNum": "2", "type": "instanceMigrate"}
+                {"pageSize": "2", "pageNum": "1", "type": "instanceMigrate"}
             )
         ],
         json={

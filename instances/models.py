@@ -17,6 +17,11 @@ def new_operation_id(kind: str) -> str:
     return f"op_{kind}_{secrets.token_hex(6)}"
 
 
+def new_delivery_id() -> str:
+    # Sent as Standard Webhooks' `webhook-id`: the same on every retry, so receivers dedupe.
+    return "msg_" + secrets.token_hex(12)
+
+
 class InstanceQuerySet(models.QuerySet):
     def named(self, name: str):
         """Instances called `name`: the live one first, then terminated ones, newest first.
@@ -85,6 +90,8 @@ class Instance(models.Model):
     # Re-drives of upstream toward desired state (reconciler), bounded.
     drive_attempts = models.PositiveSmallIntegerField(default=0)
     create_attempts = models.PositiveSmallIntegerField(default=0)
+    # The sequence number of this instance's latest webhook delivery (1, 2, 3...).
+    webhook_sequence = models.PositiveIntegerField(default=0)
 
     # Migration of reclaimed spot instances.
     migration_job_id = models.CharField(max_length=100, blank=True, default="")
@@ -159,11 +166,20 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered"
         FAILED = "failed"
 
+    class Event(models.TextChoices):
+        STATUS_CHANGED = "instance.status_changed"
+        AUTO_STOP_WARNING = "instance.auto_stop_warning"
+
     instance = models.ForeignKey(
         Instance, on_delete=models.CASCADE, related_name="webhook_deliveries"
     )
     url = models.URLField(max_length=2000)
-    event = models.CharField(max_length=40, default="status_change")
+    event = models.CharField(max_length=40, choices=Event.choices, default=Event.STATUS_CHANGED)
+    delivery_id = models.CharField(max_length=40, unique=True, default=new_delivery_id)
+    # Per instance, in the order the events happened; deliveries are sent in this order.
+    sequence = models.PositiveIntegerField(default=0)
+    # Waiting for an earlier delivery of the same instance (see services/webhooks.py).
+    held = models.BooleanField(default=False)
     # The exact bytes signed and sent, so retries send the same body and signature.
     body = models.TextField()
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
@@ -178,7 +194,10 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "webhook deliveries"
-        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_due_idx")]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="webhook_due_idx"),
+            models.Index(fields=["instance", "state", "sequence"], name="webhook_order_idx"),
+        ]
 
     def __str__(self):
         return f"{self.event} -> {self.url} ({self.state})"

@@ -295,6 +295,8 @@ WEBHOOK_SECRET = env("WEBHOOK_SECRET", default="")
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+# How long a delivery waits behind an earlier one of the same instance (services/webhooks.py).
+WEBHOOK_ORDER_WAIT_SECONDS = env.float("WEBHOOK_ORDER_WAIT_SECONDS", default=90.0)
 
 # --- Client access ----------------------------------------------------------------------
 GATEWAY_API_KEYS = env.list("GATEWAY_API_KEYS", default=[])

@@ -342,7 +342,7 @@ def _claim(candidates: list[Candidate], now, *, actor: str) -> tuple[str, list[I
             actor=actor,
         )
         webhooks.enqueue_many(
-            [(i, by_id[i.id].reason, None) for i in claimed], event="status_change"
+            [(i, by_id[i.id].reason, None) for i in claimed], event=webhooks.Event.STATUS_CHANGED
         )
     return token, claimed
 
@@ -423,7 +423,7 @@ def _warn(now) -> list[tuple[str, str]]:
             )
             items.append((instance, reason, {"autoStopAt": iso(instance.auto_stop_at)}))
             warned.append((instance.id, reason))
-        webhooks.enqueue_many(items, event="auto_stop_warning")
+        webhooks.enqueue_many(items, event=webhooks.Event.AUTO_STOP_WARNING)
     return warned
 
 

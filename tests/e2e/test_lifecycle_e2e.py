@@ -6,10 +6,24 @@ each state, and receives signed webhooks that verify with the contract's snippet
 
 import hashlib
 import hmac
+import importlib.util
+import json
 
 import pytest
 
-from tests.e2e.stack import Stack, wait_until
+from tests.e2e.stack import ROOT, Stack, WebhookReceiver, wait_until
+
+# The README's receiver, loaded from its file so the example is what is tested.
+_spec = importlib.util.spec_from_file_location(
+    "webhook_receiver", ROOT / "docs/webhook_receiver.py"
+)
+webhook_receiver = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(webhook_receiver)
+Receiver, Rejected, verify = (
+    webhook_receiver.Receiver,
+    webhook_receiver.Rejected,
+    webhook_receiver.verify,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -37,6 +51,67 @@ def create(stack, name, **extra):
     response = stack.api("POST", "/api/instances", json=body)
     assert response.status_code == 201, response.text
     return response.json()["instanceId"]
+
+
+def test_scheduler_reports_running_within_a_minute_of_start(stack):
+    # First in the module, so the stack started moments ago; beat's own first auto-stop run
+    # would only come after AUTO_STOP_CHECK_INTERVAL_MINUTES (5).
+    wait_until(
+        lambda: stack.api("GET", "/api/instances/auto-stop/stats").json()["schedulerRunning"],
+        60,
+        interval=1,
+        message="schedulerRunning",
+    )
+
+
+def test_webhooks_arrive_in_order_with_event_id_sequence_and_both_signatures(stack):
+    """The receiver refuses the first delivery (503): the later ones wait for its retry, so
+    what it accepts comes in sequence order, each verified the way the README's receiver does."""
+    hooks = WebhookReceiver()
+    try:
+        hooks.status = 503
+        instance_id = create(stack, "e2e-ordered", webhookUrl=hooks.url)
+        wait_until(lambda: hooks.received, 60, message="first delivery")
+        hooks.status = 200
+        stack.wait_status(instance_id, "ready", timeout=90)
+        stack.api("POST", f"/api/instances/{instance_id}/stop", json={}).raise_for_status()
+        stack.wait_status(instance_id, "stopped", timeout=60)
+        wait_until(
+            lambda: "stopped" in [p["status"] for p in accepted(hooks)], 60, message="stopped"
+        )
+
+        refused, retried = hooks.received[0], accepted_requests(hooks)[0]
+        assert refused["status"] == 503
+        assert retried["headers"]["webhook-id"] == refused["headers"]["webhook-id"]
+        receiver, secret = Receiver(), "e2e-webhook-secret"
+        payloads = [verify(r["raw"], r["headers"], secret) for r in accepted_requests(hooks)]
+        assert [p["sequence"] for p in payloads] == list(range(1, len(payloads) + 1))
+        assert len({p["deliveryId"] for p in payloads}) == len(payloads)
+        assert all(
+            p["deliveryId"] == r["headers"]["webhook-id"]
+            for p, r in zip(payloads, accepted_requests(hooks), strict=True)
+        )
+        assert {p["event"] for p in payloads} == {"instance.status_changed"}
+        statuses = [p["status"] for p in payloads]
+        assert (
+            statuses.index("health_checking") < statuses.index("ready") < statuses.index("stopped")
+        )
+        assert all(receiver.accept(p) for p in payloads)
+        assert receiver.latest[instance_id][1] == "stopped"
+        with pytest.raises(Rejected):
+            verify(retried["raw"] + b" ", retried["headers"], secret)  # altered body
+        with pytest.raises(Rejected):
+            verify(retried["raw"], {}, secret)  # unsigned
+    finally:
+        hooks.close()
+
+
+def accepted_requests(hooks) -> list[dict]:
+    return [r for r in hooks.received if r["status"] == 200]
+
+
+def accepted(hooks) -> list[dict]:
+    return [json.loads(r["raw"]) for r in accepted_requests(hooks)]
 
 
 def test_create_reaches_ready_with_signed_webhooks(stack):

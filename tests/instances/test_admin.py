@@ -546,7 +546,11 @@ def test_webhook_deliveries_are_listed_read_only(admin_client, make_instance):
         instance=other, url="https://hooks.example.com/h", body="{}", state="delivered"
     )
     url = reverse("admin:instances_webhookdelivery_changelist")
-    for query in ["?state__exact=failed", "?event=status_change&q=hooked", f"?q={instance.id}"]:
+    for query in [
+        "?state__exact=failed",
+        "?event=instance.status_changed&q=hooked",
+        f"?q={instance.id}",
+    ]:
         rows = admin_client.get(url + query).context["cl"].result_list
         assert [r.pk for r in rows] == [failed.pk], query
     assert admin_client.get(reverse("admin:instances_webhookdelivery_add")).status_code == 403

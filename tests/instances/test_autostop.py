@@ -354,9 +354,9 @@ def test_warning_fires_once_before_the_deadline(make_instance, stops, settings, 
     assert autostop.sweep(now=T0 + minutes(12)).warned == []  # 8 min ahead: next sweep will do
     assert autostop.sweep(now=T0 + minutes(14)).warned == [instance.id]
     assert autostop.sweep(now=T0 + minutes(16)).warned == []
-    (warning,) = WebhookDelivery.objects.filter(event="auto_stop_warning")
+    (warning,) = WebhookDelivery.objects.filter(event="instance.auto_stop_warning")
     payload = json.loads(warning.body)
-    assert payload["event"] == "auto_stop_warning"
+    assert payload["event"] == "instance.auto_stop_warning"
     assert payload["data"]["autoStopAt"] == "2026-11-27T10:20:00.000Z"
     assert "last-used" in payload["data"]["reason"]
     assert reload(instance).status == Status.READY
@@ -364,7 +364,7 @@ def test_warning_fires_once_before_the_deadline(make_instance, stops, settings, 
     clock(T0 + minutes(17))
     autostop.record_heartbeat(instance_id=instance.id)
     assert autostop.sweep(now=T0 + minutes(31)).warned == [instance.id]
-    assert WebhookDelivery.objects.filter(event="auto_stop_warning").count() == 2
+    assert WebhookDelivery.objects.filter(event="instance.auto_stop_warning").count() == 2
 
 
 def test_warning_needs_a_webhook_url(make_instance, stops):

@@ -1,12 +1,16 @@
 """Webhook outbox delivery: signature, retries with backoff, final failures, attempt log."""
 
+import base64
 import hashlib
 import hmac
 import json
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from instances.models import WebhookDelivery
 from instances.services import webhooks
@@ -42,11 +46,170 @@ def make_due(delivery):
     WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
 
 
-def test_payload_has_the_contract_shape(delivery):
+def test_payload_has_the_contract_shape_plus_event_id_and_sequence(delivery):
     payload = json.loads(delivery.body)
-    assert set(payload) == {"instanceId", "status", "timestamp", "data"}
+    assert set(payload) == {
+        "instanceId",
+        "status",
+        "timestamp",
+        "data",
+        "event",
+        "deliveryId",
+        "sequence",
+    }
     assert set(payload["data"]) >= {"id", "name", "status", "portMappings", "connectionDetails"}
     assert payload["data"]["reason"] == "because"
+    assert payload["event"] == "instance.status_changed"
+    assert payload["deliveryId"] == delivery.delivery_id
+    assert payload["deliveryId"].startswith("msg_")
+    assert payload["sequence"] == 1
+
+
+def test_sequence_counts_each_instances_deliveries_separately(make_instance):
+    one = make_instance(webhook_url="https://hooks.example.com/1")
+    two = make_instance(webhook_url="https://hooks.example.com/2")
+    first = webhooks.enqueue_status_change(one)
+    webhooks.enqueue_status_change(two)
+    warning = webhooks.enqueue_auto_stop_warning(one, deadline=timezone.now(), reason="idle")
+    batch = webhooks.enqueue_many([(one, "r", None), (two, "r", None)], event="status_change")
+    sequences = [json.loads(d.body)["sequence"] for d in (first, warning, *batch)]
+    assert sequences == [1, 2, 3, 2]
+    assert json.loads(warning.body)["event"] == "instance.auto_stop_warning"
+    ids = set(WebhookDelivery.objects.values_list("delivery_id", flat=True))
+    assert len(ids) == WebhookDelivery.objects.count() == 5
+
+
+def test_standard_webhooks_headers_verify_with_the_reference_library(delivery, receiver, settings):
+    settings.WEBHOOK_SECRET = "s3cret"
+    sent, _ = receiver
+    webhooks.deliver(delivery.pk)
+    (request,) = sent
+    headers = request["headers"]
+    assert headers["webhook-id"] == delivery.delivery_id
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 5
+    payload = Webhook(b"s3cret").verify(request["body"], headers)
+    assert payload["deliveryId"] == delivery.delivery_id
+    with pytest.raises(WebhookVerificationError):
+        Webhook(b"another").verify(request["body"], headers)
+
+
+def test_a_whsec_secret_is_used_as_the_standard_says(delivery, receiver, settings):
+    key = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    settings.WEBHOOK_SECRET = f"whsec_{key}"
+    sent, _ = receiver
+    webhooks.deliver(delivery.pk)
+    (request,) = sent
+    Webhook(f"whsec_{key}").verify(request["body"], request["headers"])
+    expected = hmac.new(f"whsec_{key}".encode(), request["body"], hashlib.sha256).hexdigest()
+    assert request["headers"]["X-Signature-SHA256"] == f"sha256={expected}"
+
+
+def test_a_replayed_delivery_is_rejected_once_its_timestamp_is_stale(delivery, settings):
+    settings.WEBHOOK_SECRET = "s3cret"
+    body = delivery.body.encode()
+    captured = webhooks.signed_headers(
+        delivery.delivery_id, body, at=datetime.now(UTC) - timedelta(minutes=6)
+    )
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(b"s3cret").verify(body, captured)
+
+
+def test_retries_keep_the_delivery_id_and_sign_a_fresh_timestamp(
+    delivery, receiver, settings, monkeypatch
+):
+    settings.WEBHOOK_SECRET = "s3cret"
+    sent, answers = receiver
+    answers.append(500)
+    webhooks.deliver(delivery.pk)
+    make_due(delivery)
+    later = time.time() + 30
+    monkeypatch.setattr(webhooks, "datetime", _FrozenDatetime(later))
+    webhooks.deliver(delivery.pk)
+    first, second = (r["headers"] for r in sent)
+    assert first["webhook-id"] == second["webhook-id"] == delivery.delivery_id
+    assert int(second["webhook-timestamp"]) - int(first["webhook-timestamp"]) >= 29
+    assert first["webhook-signature"] != second["webhook-signature"]
+
+
+class _FrozenDatetime:
+    def __init__(self, ts):
+        self.ts = ts
+
+    def now(self, tz=None):
+        return datetime.fromtimestamp(self.ts, tz)
+
+
+# --- order per instance ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_changes(make_instance):
+    instance = make_instance(webhook_url="https://hooks.example.com/h")
+    return [webhooks.enqueue_status_change(instance, reason=f"change {i}") for i in range(3)]
+
+
+def sequences(sent):
+    return [json.loads(r["body"])["sequence"] for r in sent]
+
+
+def test_a_later_delivery_waits_while_an_earlier_one_is_retried(three_changes, receiver):
+    first, second, third = three_changes
+    sent, answers = receiver
+    answers.append(500)
+    assert webhooks.deliver(first.pk) == WebhookDelivery.State.PENDING  # retry in 5 s
+    assert webhooks.deliver(second.pk) == WebhookDelivery.State.PENDING  # held, not sent
+    assert webhooks.deliver(third.pk) == WebhookDelivery.State.PENDING  # held, not sent
+    assert sequences(sent) == [1]
+    held = WebhookDelivery.objects.get(pk=second.pk)
+    assert held.held and held.attempts == 0
+
+    make_due(first)
+    webhooks.deliver(first.pk)  # delivered: releases 2, which releases 3 (tasks run inline)
+
+    assert sequences(sent) == [1, 1, 2, 3]
+    states = set(WebhookDelivery.objects.values_list("state", flat=True))
+    assert states == {WebhookDelivery.State.DELIVERED}
+
+
+def test_a_delivery_given_up_releases_the_next_one(three_changes, receiver):
+    first, second, third = three_changes
+    sent, answers = receiver
+    answers.extend([500, 410])
+    webhooks.deliver(first.pk)
+    webhooks.deliver(second.pk)
+    webhooks.deliver(third.pk)
+    make_due(first)
+    assert webhooks.deliver(first.pk) == WebhookDelivery.State.FAILED
+    assert sequences(sent) == [1, 1, 2, 3]
+
+
+def test_the_wait_is_bounded_by_webhook_order_wait_seconds(three_changes, receiver, settings):
+    settings.WEBHOOK_ORDER_WAIT_SECONDS = 90
+    first, second, _ = three_changes
+    sent, answers = receiver
+    answers.append(500)
+    webhooks.deliver(first.pk)
+    WebhookDelivery.objects.filter(pk=second.pk).update(
+        created_at=timezone.now() - timedelta(seconds=91)
+    )
+    assert webhooks.deliver(second.pk) == WebhookDelivery.State.DELIVERED
+    assert sequences(sent) == [1, 2]
+    assert WebhookDelivery.objects.get(pk=first.pk).state == WebhookDelivery.State.PENDING
+
+
+def test_a_held_delivery_is_rechecked_by_the_sweep_if_its_release_is_lost(three_changes, receiver):
+    first, second, _ = three_changes
+    sent, answers = receiver
+    answers.append(500)
+    webhooks.deliver(first.pk)
+    webhooks.deliver(second.pk)
+    held = WebhookDelivery.objects.get(pk=second.pk)
+    assert held.next_attempt_at <= timezone.now() + timedelta(seconds=16)
+    # The earlier one ends while no release is sent (e.g. the broker was down).
+    WebhookDelivery.objects.filter(pk=first.pk).update(state=WebhookDelivery.State.DELIVERED)
+    make_due(second)
+    assert second.pk in webhooks.due_delivery_ids()
+    assert webhooks.deliver(second.pk) == WebhookDelivery.State.DELIVERED
 
 
 def test_body_is_signed_with_hmac_sha256_when_secret_set(delivery, receiver, settings):

@@ -282,6 +282,8 @@ NOVITA_API_BASE_URL = env(
 NOVITA_INTERNAL_API_BASE_URL = env("NOVITA_INTERNAL_API_BASE_URL", default="")
 NOVITA_CONNECT_TIMEOUT = env.float("NOVITA_CONNECT_TIMEOUT", default=3.05)
 NOVITA_READ_TIMEOUT = env.float("NOVITA_READ_TIMEOUT", default=10.0)
+# Wall-clock bound of one upstream attempt (connect + headers + body); unset: connect + read.
+NOVITA_TOTAL_TIMEOUT = env.float("NOVITA_TOTAL_TIMEOUT", default=None)
 NOVITA_READ_RETRIES = env.int("NOVITA_READ_RETRIES", default=2)
 NOVITA_CIRCUIT_FAILURE_THRESHOLD = env.int("NOVITA_CIRCUIT_FAILURE_THRESHOLD", default=5)
 NOVITA_CIRCUIT_RESET_SECONDS = env.int("NOVITA_CIRCUIT_RESET_SECONDS", default=60)

@@ -1,7 +1,17 @@
-"""Outbound HTTP to client-supplied URLs (webhooks) that cannot be aimed at internal networks.
+"""Outbound HTTP that a peer cannot stall, and that cannot be aimed at internal networks.
 
-A webhook URL is checked twice: when a client submits it (`validate_webhook_url`) and again at
-delivery (`post_json`), because DNS may answer differently by then. At delivery the host is
+Wall-clock deadlines. requests' timeouts are per socket operation: a peer that sends one header
+byte every few seconds never trips them. Every outbound call (webhook deliveries, readiness
+probes, Novita) therefore runs inside `deadline(seconds)`: connections opened or reused inside it
+register with it, and when it passes, one watchdog thread per process shuts their sockets down,
+which ends any blocked read at once. The call then raises DeadlineExceeded (a requests.Timeout),
+also when a body was cut short without an error. `DeadlineAdapter` is the requests adapter whose
+connections take part; `http_status` and `tcp_connects` are the readiness probes' two calls.
+(No library offers this for requests: urllib3's Timeout(total=...) still bounds each read, and
+signal-based timeouts work only in a main thread.)
+
+SSRF. A webhook URL is checked twice: when a client submits it (`validate_webhook_url`) and again
+at delivery (`post_json`), because DNS may answer differently by then. At delivery the host is
 resolved once, every address is checked, and the connection is pinned to the checked address,
 so a second lookup (DNS rebinding) can never redirect it. TLS still verifies the certificate
 against the host name. Hosts listed in settings.WEBHOOK_ALLOWED_HOSTS skip the address check.
@@ -9,10 +19,17 @@ against the host name. Hosts listed in settings.WEBHOOK_ALLOWED_HOSTS skip the a
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import heapq
 import ipaddress
+import itertools
 import logging
+import os
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -20,6 +37,8 @@ import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +54,252 @@ _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
 # NAT64 prefixes embed an IPv4 address that a NAT64 gateway would reach for us.
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _READ_CHUNK = 8192
+
+
+# --- wall-clock deadlines -----------------------------------------------------------------
+
+
+class DeadlineExceeded(requests.Timeout):
+    """The whole exchange (connect, headers and body) did not finish within its deadline."""
+
+
+class Deadline:
+    """One call's deadline: the sockets it uses, shut down together when it passes."""
+
+    def __init__(self, seconds: float):
+        self.seconds = float(seconds)
+        self.at = time.monotonic() + self.seconds
+        self.expired = False
+        self.done = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def attach(self, sock: socket.socket) -> None:
+        """Watch `sock`. A duplicate descriptor is kept: shutdown acts on the socket itself,
+        so it reaches the connection even after urllib3 hands the socket to a response or wraps
+        it in TLS (which detaches the original object)."""
+        try:
+            # fromfd duplicates the descriptor as a plain socket (SSLSocket.dup() refuses).
+            watched = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        except (OSError, ValueError):
+            return
+        with self._lock:
+            if not self.done:
+                self._sockets.append(watched)
+                watched = None
+            expired = self.expired
+        if watched is not None:
+            watched.close()
+        elif expired:
+            _shut_down(self._sockets[-1])
+
+    def expire(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut_down(sock)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.done = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()
+
+
+def _shut_down(sock: socket.socket) -> None:
+    # Ends a read blocked in another thread at once (it sees end of stream).
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One thread per process that expires deadlines when they pass (started after a fork)."""
+
+    def __init__(self):
+        self._heap: list = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._pid = None
+
+    def add(self, item: Deadline) -> None:
+        with self._cond:
+            if self._pid != os.getpid():
+                self._heap.clear()
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="outbound-deadlines", daemon=True).start()
+            heapq.heappush(self._heap, (item.at, next(self._order), item))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                at, _, item = self._heap[0]
+                wait = at - time.monotonic()
+                if wait > 0 and not item.done:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            if not item.done:
+                item.expire()
+
+
+_WATCHDOG = _Watchdog()
+_current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "outbound_deadline", default=None
+)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[Deadline]:
+    """Bound everything inside to `seconds` of wall-clock time (connections made through a
+    DeadlineAdapter, or attached by hand). Raises DeadlineExceeded when it passed, whether the
+    work inside failed because its socket was shut or came back with a truncated answer."""
+    if seconds <= 0:
+        raise ValueError("a deadline must be positive")
+    item = Deadline(seconds)
+    token = _current.set(item)
+    _WATCHDOG.add(item)
+    try:
+        yield item
+    except Exception as exc:
+        # Whatever a shut socket made the HTTP stack raise (urllib3's ProtocolError, a
+        # requests ConnectionError, an SSL error...), it was the deadline.
+        if item.expired and not isinstance(exc, DeadlineExceeded):
+            raise DeadlineExceeded(_deadline_message(item)) from exc
+        raise
+    finally:
+        item.finish()
+        _current.reset(token)
+    if item.expired:
+        raise DeadlineExceeded(_deadline_message(item))
+
+
+def _deadline_message(item: Deadline) -> str:
+    return f"timed out: no complete answer within {item.seconds:g} s (connect, headers and body)"
+
+
+def current_deadline() -> Deadline | None:
+    return _current.get()
+
+
+class _DeadlineAware:
+    """A urllib3 connection whose socket the running deadline watches (new or reused)."""
+
+    def _new_conn(self):
+        item = _current.get()
+        if item is not None and (self.timeout is None or self.timeout > item.remaining()):
+            self.timeout = max(item.remaining(), 0.001)
+        sock = super()._new_conn()
+        if item is not None:
+            item.attach(sock)  # before any TLS handshake, so a trickled handshake is cut too
+        return sock
+
+    def request(self, *args, **kwargs):
+        item = _current.get()
+        if item is not None and self.sock is not None:
+            item.attach(self.sock)  # a kept-alive connection taken from the pool
+        return super().request(*args, **kwargs)
+
+
+class _HTTPConnection(_DeadlineAware, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_DeadlineAware, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_DEADLINE_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """A requests adapter whose connections obey `deadline(...)` (and behave as usual outside)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_DEADLINE_POOLS)
+
+    def proxy_manager_for(self, *args, **kwargs):
+        manager = super().proxy_manager_for(*args, **kwargs)
+        manager.pool_classes_by_scheme = dict(_DEADLINE_POOLS)
+        return manager
+
+
+# --- readiness probes ---------------------------------------------------------------------
+
+_probe_session: tuple[int, requests.Session] | None = None
+
+
+def _session_for_probes() -> requests.Session:
+    global _probe_session
+    if _probe_session is None or _probe_session[0] != os.getpid():
+        session = requests.Session()
+        session.trust_env = False
+        adapter = DeadlineAdapter(max_retries=0, pool_maxsize=32)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        _probe_session = (os.getpid(), session)
+    return _probe_session[1]
+
+
+def http_status(url: str, timeout: float, *, verify: bool | str = True) -> int:
+    """GET `url` (no redirects) and return its status; the whole exchange up to the status line
+    and headers is bounded by `timeout` seconds. The body is never read. Raises
+    requests.RequestException (DeadlineExceeded when the deadline cut it)."""
+    with deadline(timeout):
+        response = _session_for_probes().get(
+            url,
+            timeout=(min(timeout, MAX_CONNECT_TIMEOUT), timeout),
+            allow_redirects=False,
+            stream=True,
+            verify=verify,
+            headers={"Connection": "close"},
+        )
+        response.close()
+    return response.status_code
+
+
+def tcp_connects(host: str, port: int, timeout: float) -> None:
+    """Open and close a TCP connection within `timeout` seconds in all (every address the name
+    resolves to shares it). Raises OSError (socket.timeout when the time ran out)."""
+    ends = time.monotonic() + timeout
+    last: OSError = TimeoutError(f"no connection within {timeout:g} s")
+    for family, kind, proto, _canon, address in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    ):
+        left = ends - time.monotonic()
+        if left <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(left)
+            sock.connect(address)
+            return
+        except OSError as exc:
+            last = exc
+        finally:
+            sock.close()
+    raise last
+
+
+# --- webhook destinations -----------------------------------------------------------------
 
 
 class BlockedDestination(Exception):
@@ -180,7 +445,7 @@ def validate_webhook_url(url: str) -> None:
         raise ValidationError("The URL's host could not be resolved", code="unresolvable") from None
 
 
-class _PinnedAdapter(HTTPAdapter):
+class _PinnedAdapter(DeadlineAdapter):
     """Talks to an IP literal but presents and verifies the original host name over TLS."""
 
     def __init__(self, hostname: str):
@@ -204,11 +469,11 @@ def _host_header(target: _Target) -> str:
     return host
 
 
-def _read_capped(raw, limit: int, deadline: float) -> bytes:
+def _read_capped(raw, limit: int) -> bytes:
     data = bytearray()
-    # read1 returns what one receive brings (read() would wait for the whole amount), so each
-    # step is bounded by the read timeout and the deadline bounds a slow trickle overall.
-    while len(data) < limit and time.monotonic() < deadline:
+    # read1 returns what one receive brings (read() would wait for the whole amount); the
+    # caller's deadline shuts the socket if a trickle outlasts it.
+    while len(data) < limit:
         chunk = raw.read1(min(_READ_CHUNK, limit - len(data)), decode_content=False)
         if not chunk:
             break
@@ -219,10 +484,11 @@ def _read_capped(raw, limit: int, deadline: float) -> bytes:
 def post_json(url: str, body: bytes, headers: dict, timeout: float) -> SafeResponse:
     """POST `body` to `url` without following redirects, connecting only to a checked address.
 
-    Raises BlockedDestination when the URL is malformed or its host resolves to a non-public
-    address (and is not in WEBHOOK_ALLOWED_HOSTS); requests.ConnectionError when the host does
-    not resolve; any other requests.RequestException (Timeout, ConnectionError, SSLError...)
-    from the exchange itself.
+    `timeout` bounds the whole exchange (connect, headers, the start of the body) in wall-clock
+    seconds. Raises BlockedDestination when the URL is malformed or its host resolves to a
+    non-public address (and is not in WEBHOOK_ALLOWED_HOSTS); requests.ConnectionError when the
+    host does not resolve; DeadlineExceeded when the deadline passed; any other
+    requests.RequestException (ConnectionError, SSLError...) from the exchange itself.
     """
     target = _parse(url)
     try:
@@ -244,7 +510,7 @@ def post_json(url: str, body: bytes, headers: dict, timeout: float) -> SafeRespo
         raise ValueError("timeout must be positive")
     connect_timeout = min(read_timeout, MAX_CONNECT_TIMEOUT)
 
-    with requests.Session() as session:
+    with requests.Session() as session, deadline(read_timeout):
         # Environment proxies would resolve the name themselves, and .netrc could add
         # credentials: neither may touch a client-chosen URL.
         session.trust_env = False
@@ -261,7 +527,7 @@ def post_json(url: str, body: bytes, headers: dict, timeout: float) -> SafeRespo
             verify=CA_BUNDLE,
         )
         try:
-            data = _read_capped(response.raw, MAX_RESPONSE_BYTES, time.monotonic() + read_timeout)
+            data = _read_capped(response.raw, MAX_RESPONSE_BYTES)
         finally:
             response.close()
     return SafeResponse(

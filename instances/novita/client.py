@@ -29,6 +29,8 @@ import orjson
 import pybreaker
 import requests
 
+from ops.netsafety import DeadlineAdapter, deadline
+
 from .errors import (
     NovitaCircuitOpenError,
     NovitaError,
@@ -195,6 +197,7 @@ class NovitaClient:
         internal_api_key: str = "",
         connect_timeout: float = 3.05,
         read_timeout: float = 10.0,
+        total_timeout: float | None = None,
         read_retries: int = 2,
         retry_base_delay: float = 0.25,
         retry_max_delay: float = 2.0,
@@ -227,6 +230,10 @@ class NovitaClient:
         self._secrets = tuple(s for s in (self._api_key, internal_api_key or "") if len(s) >= 4)
 
         self.timeout = (float(connect_timeout), float(read_timeout))
+        # The (connect, read) pair bounds each socket operation only; this bounds one attempt
+        # in wall-clock time, so an upstream (or a proxy) that trickles its answer cannot hold a
+        # worker past it. Default: the two timeouts added up.
+        self.total_timeout = float(total_timeout or sum(self.timeout))
         self.read_retries = max(0, int(read_retries))
         self.retry_base_delay = retry_base_delay
         self.retry_max_delay = retry_max_delay
@@ -235,6 +242,8 @@ class NovitaClient:
         self.on_call = on_call
 
         self._session = session or requests.Session()
+        for prefix in ("http://", "https://"):
+            self._session.mount(prefix, DeadlineAdapter())
         # requests re-reads proxy and CA settings from os.environ (and ~/.netrc) on every call;
         # read them once here instead. trust_env=False also keeps a ~/.netrc entry from
         # silently replacing our Authorization header.
@@ -397,20 +406,21 @@ class NovitaClient:
         data: Any = None
         start = time.perf_counter()
         try:
-            response = self._session.request(
-                method,
-                url,
-                params=params,
-                json=body,
-                headers=headers,
-                timeout=self.timeout,
-                allow_redirects=False,
-                **self._settings_for(url),
-            )
-        except requests.Timeout as exc:
+            with deadline(self.total_timeout):
+                response = self._session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=body,
+                    headers=headers,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                    **self._settings_for(url),
+                )
+        except requests.Timeout as exc:  # DeadlineExceeded included
             error = NovitaTimeoutError(
-                f"no answer within {self.timeout[0]}s connect / {self.timeout[1]}s read "
-                f"({type(exc).__name__})",
+                f"no answer within {self.timeout[0]}s connect / {self.timeout[1]}s read / "
+                f"{self.total_timeout:g}s in all ({type(exc).__name__})",
                 operation=operation,
             )
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
@@ -887,6 +897,7 @@ def _build_client_from_settings() -> NovitaClient:
         internal_api_key=getattr(settings, "NOVITA_INTERNAL_API_KEY", "") or "",
         connect_timeout=float(getattr(settings, "NOVITA_CONNECT_TIMEOUT", 3.05)),
         read_timeout=float(getattr(settings, "NOVITA_READ_TIMEOUT", 10.0)),
+        total_timeout=getattr(settings, "NOVITA_TOTAL_TIMEOUT", None),
         read_retries=int(getattr(settings, "NOVITA_READ_RETRIES", 2)),
         failure_threshold=int(getattr(settings, "NOVITA_CIRCUIT_FAILURE_THRESHOLD", 5)),
         reset_timeout=float(getattr(settings, "NOVITA_CIRCUIT_RESET_SECONDS", 60)),

@@ -7,12 +7,13 @@ returned for this instance are ever contacted, and redirects are not followed.
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
+
+from ops import netsafety
 
 DEFAULT_CONFIG = {
     "timeoutMs": 30000,
@@ -44,22 +45,25 @@ def _host_port(endpoint: str, default_port: int) -> tuple[str, int, str | None]:
 
 
 def _probe_http(url: str, timeout: float) -> tuple[bool, str]:
+    # `timeout` bounds the whole attempt (connect, status line and headers), so a service that
+    # trickles its answer counts as down for this attempt instead of holding the worker.
     try:
-        response = requests.get(
-            url, timeout=(min(timeout, 5.0), timeout), allow_redirects=False, stream=True
-        )
-        response.close()
+        status = netsafety.http_status(url, timeout)
+    except netsafety.DeadlineExceeded:
+        return False, "timeout"
     except requests.RequestException as exc:
         return False, type(exc).__name__
-    return response.status_code < 500, f"HTTP {response.status_code}"
+    return status < 500, f"HTTP {status}"
 
 
 def _probe_tcp(host: str, port: int, timeout: float) -> tuple[bool, str]:
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True, "connected"
+        netsafety.tcp_connects(host, port, timeout)
+    except TimeoutError:
+        return False, "timeout"
     except OSError as exc:
         return False, type(exc).__name__
+    return True, "connected"
 
 
 def ports_to_probe(port_mappings: list[dict], target_port: int | None) -> list[dict]:

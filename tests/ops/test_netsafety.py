@@ -261,13 +261,17 @@ def test_delivery_refuses_malformed_urls(no_send):
 class Receiver:
     """A local HTTP(S) server whose behaviour each test chooses; records what it received."""
 
-    def __init__(self, respond, tls_context=None):
+    def __init__(self, respond, tls_context=None, protocol="HTTP/1.0"):
         self.requests = []
         self.sni = []
+        self.peers = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = protocol
+
             def do_POST(self):
+                receiver.peers.append(self.client_address)
                 length = int(self.headers.get("Content-Length") or 0)
                 receiver.requests.append((self.path, dict(self.headers), self.rfile.read(length)))
                 respond(self)
@@ -302,8 +306,8 @@ class Receiver:
 def receivers():
     started = []
 
-    def start(respond, tls_context=None):
-        receiver = Receiver(respond, tls_context)
+    def start(respond, tls_context=None, **kwargs):
+        receiver = Receiver(respond, tls_context, **kwargs)
         started.append(receiver)
         return receiver
 
@@ -388,12 +392,12 @@ def test_a_slow_answer_times_out(receivers, settings):
 
     receiver = receivers(slow)
     started = time.monotonic()
-    with pytest.raises(requests.exceptions.ReadTimeout):
+    with pytest.raises(requests.Timeout):
         post_json(f"http://127.0.0.1:{receiver.port}/hook", b"{}", {}, timeout=0.3)
     assert time.monotonic() - started < 1.2
 
 
-def test_a_trickling_body_is_cut_off_at_the_deadline(receivers, settings):
+def test_a_trickling_body_is_cut_at_the_deadline_and_is_a_timeout(receivers, settings):
     settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
 
     def trickle(handler):
@@ -407,10 +411,79 @@ def test_a_trickling_body_is_cut_off_at_the_deadline(receivers, settings):
 
     receiver = receivers(trickle)
     started = time.monotonic()
-    response = post_json(f"http://127.0.0.1:{receiver.port}/hook", b"{}", {}, timeout=0.4)
+    # A 200 whose body never finishes is not a delivery the receiver can be said to have taken.
+    with pytest.raises(netsafety.DeadlineExceeded):
+        post_json(f"http://127.0.0.1:{receiver.port}/hook", b"{}", {}, timeout=0.4)
     assert time.monotonic() - started < 1.5
-    assert response.status_code == 200
-    assert 0 < len(response.text_snippet) < 1000
+
+
+def trickle_headers(handler, interval=0.1, count=400):
+    # One byte of the status line and headers at a time: every read gets something well
+    # within any per-read timeout, so only a wall-clock deadline ends the exchange.
+    data = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Pad-%d: y\r\n" % i for i in range(count))
+    for byte in data:
+        handler.wfile.write(bytes([byte]))
+        handler.wfile.flush()
+        time.sleep(interval)
+
+
+def test_trickling_headers_are_cut_at_the_deadline(receivers, settings):
+    settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    receiver = receivers(trickle_headers)
+    started = time.monotonic()
+    with pytest.raises(netsafety.DeadlineExceeded) as raised:
+        post_json(f"http://127.0.0.1:{receiver.port}/hook", b"{}", {}, timeout=0.6)
+    elapsed = time.monotonic() - started
+    assert 0.5 < elapsed < 1.5
+    assert "0.6 s" in str(raised.value)
+
+
+def test_probe_of_a_trickling_http_port_is_cut_at_the_deadline(receivers):
+    receiver = receivers(trickle_headers)
+    started = time.monotonic()
+    with pytest.raises(netsafety.DeadlineExceeded):
+        netsafety.http_status(f"http://127.0.0.1:{receiver.port}/", timeout=0.5)
+    assert time.monotonic() - started < 1.3
+
+
+def test_probe_of_an_answering_port_returns_its_status(receivers):
+    receiver = receivers(answer(404))
+    assert netsafety.http_status(f"http://127.0.0.1:{receiver.port}/", timeout=2) == 404
+
+
+def test_a_deadline_cuts_a_reused_keep_alive_connection(receivers):
+    calls = []
+
+    def first_quick_then_trickle(handler):
+        calls.append(1)
+        if len(calls) == 1:
+            answer(200, b"ok")(handler)
+        else:
+            trickle_headers(handler)
+
+    receiver = receivers(first_quick_then_trickle, protocol="HTTP/1.1")
+    session = requests.Session()
+    session.mount("http://", netsafety.DeadlineAdapter())
+    url = f"http://127.0.0.1:{receiver.port}/"
+    with netsafety.deadline(2):
+        assert session.get(url, timeout=5).status_code == 200
+    started = time.monotonic()
+    with pytest.raises(netsafety.DeadlineExceeded), netsafety.deadline(0.5):
+        session.get(url, timeout=5)
+    assert time.monotonic() - started < 1.3
+    assert len(receiver.peers) == 2 and receiver.peers[0] == receiver.peers[1]  # one connection
+    session.close()
+
+
+def test_tcp_probe_connects_or_fails_within_its_time():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    netsafety.tcp_connects("127.0.0.1", port, timeout=1)
+    listener.close()
+    with pytest.raises(OSError):
+        netsafety.tcp_connects("127.0.0.1", port, timeout=1)
 
 
 def test_non_positive_timeout_is_a_programming_error(dns):

@@ -1156,3 +1156,42 @@ def test_get_client_is_rebuilt_in_a_forked_child(settings, fresh_client, monkeyp
     parent = get_client()
     monkeypatch.setattr(client_module.os, "getpid", lambda: -1)
     assert get_client() is not parent
+
+
+def test_an_upstream_trickling_its_answer_is_cut_at_the_total_deadline():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Trickle(BaseHTTPRequestHandler):
+        def do_GET(self):
+            # One header byte every 0.1 s: each read is quick, the answer never completes.
+            for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Pad: y\r\n" * 100:
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.1)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = NovitaClient(
+        f"http://127.0.0.1:{server.server_address[1]}/gpu-instance/openapi",
+        KEY,
+        connect_timeout=1,
+        read_timeout=1,
+        total_timeout=0.8,
+        read_retries=0,
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(NovitaTimeoutError) as raised:
+            client.get_instance("inst-1")
+        assert time.monotonic() - started < 1.6
+        assert "0.8s in all" in str(raised.value)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -19,6 +19,7 @@ from django.utils.timesince import timesince, timeuntil
 
 from novita_gateway.errors import InvalidInstanceState
 
+from . import chart_data, charts
 from .models import Instance, InstanceEvent, WebhookDelivery
 from .novita import errors as upstream
 from .services import admin_ops, lifecycle
@@ -570,5 +571,6 @@ def dashboard_view(request):
         "subtitle": None,
         "now": timezone.now(),
         "d": admin_ops.dashboard(),
+        "charts": charts.render_all(chart_data.charts()),
     }
     return TemplateResponse(request, "admin/dashboard.html", context)

@@ -15,7 +15,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from instances.models import Instance
+from instances.models import Instance, InstanceEvent, WebhookDelivery
 from instances.novita.client import reset_client
 from instances.novita.sandbox import Sandbox
 from instances.services import admin_ops
@@ -124,6 +124,58 @@ def _full_page_screenshot(driver, name: str) -> Path:
     return path
 
 
+def _seed_history(parked: Instance, live: Instance, now):
+    """A week of history: runs, an auto-stop, a restart, failed webhooks (for the charts)."""
+
+    def event(instance, days_ago, hours, from_status, to_status, source="monitor"):
+        InstanceEvent.objects.create(
+            instance=instance,
+            created_at=now - timedelta(days=days_ago, hours=hours),
+            from_status=from_status,
+            to_status=to_status,
+            source=source,
+            reason="history for the charts",
+        )
+
+    event(parked, 6, 0, "", Status.CREATING, source="api")
+    event(parked, 5, 23, Status.CREATING, Status.READY)
+    event(parked, 5, 10, Status.READY, Status.STOPPING, source="auto-stop")
+    event(parked, 5, 9.9, Status.STOPPING, Status.STOPPED)
+    event(parked, 3, 12, Status.STOPPED, Status.STARTING, source="api")
+    event(parked, 3, 11.9, Status.STARTING, Status.READY)
+    event(parked, 2, 2, Status.READY, Status.STOPPING, source="auto-stop")
+    event(parked, 2, 1.9, Status.STOPPING, Status.STOPPED)
+    for days_ago in (4, 2, 2):
+        WebhookDelivery.objects.create(
+            instance=parked,
+            url="https://hooks.example.com/h",
+            body="{}",
+            state=WebhookDelivery.State.FAILED,
+            attempts=8,
+            created_at=now - timedelta(days=days_ago),
+        )
+    Instance.objects.filter(pk=live.pk).update(created_at=now - timedelta(days=1))
+    event(live, 1, 0, "", Status.CREATING, source="api")
+    event(live, 0, 23.8, Status.CREATING, Status.READY)
+
+
+def _assert_charts_render(browser) -> str:
+    """Each chart is drawn (visible, with bars) and its title readable; returns the title colour."""
+    from selenium.webdriver.common.by import By
+
+    charts = browser.find_elements(By.CSS_SELECTOR, "#charts svg[data-chart]")
+    assert [c.get_attribute("data-chart") for c in charts] == ["spend", "hours", "events"]
+    for chart in charts:
+        assert chart.size["width"] > 300 and chart.size["height"] > 120, chart.size
+        bars = chart.find_elements(By.CSS_SELECTOR, ".series rect, .series path")
+        assert any(b.size["height"] > 0 and b.size["width"] > 0 for b in bars), chart.get_attribute(
+            "data-chart"
+        )
+    title = charts[0].find_element(By.CSS_SELECTOR, ".title")
+    assert "Spend and auto-stop savings" in title.text
+    return browser.execute_script("return getComputedStyle(arguments[0]).fill", title)
+
+
 def test_operator_stops_an_instance_from_the_admin(
     browser, sandbox, live_server, transactional_db, plain_http_cookies
 ):
@@ -147,14 +199,17 @@ def test_operator_stops_an_instance_from_the_admin(
         price_per_hour=35000,
     )
     admin_ops.sync_now(instance, actor="setup")
-    Instance.objects.create(
+    parked = Instance.objects.create(
         name="parked-gpu",
         novita_instance_id=None,
         product_name="RTX 4090 24GB",
         template_id="pytorch-jupyter",
         status=Status.STOPPED,
         desired_status=Desired.STOPPED,
+        price_per_hour=70000,
+        created_at=now - timedelta(days=6),
     )
+    _seed_history(parked, instance, now)
     get_user_model().objects.create_superuser("operator", "op@example.com", PASSWORD)
     base = live_server.url
     wait = _wait(browser)
@@ -171,7 +226,14 @@ def test_operator_stops_an_instance_from_the_admin(
     ready = browser.find_element(By.CSS_SELECTOR, "#by-status tr[data-status=ready] .count")
     assert ready.text == "1"
     assert browser.find_element(By.CSS_SELECTOR, "#fig-breaker .value").text == "closed"
+    light = _assert_charts_render(browser)
     _full_page_screenshot(browser, "admin-dashboard.png")
+    # The admin's dark theme: the charts' text follows the theme's colours.
+    browser.execute_script("document.documentElement.dataset.theme = 'dark'")
+    dark = _assert_charts_render(browser)
+    assert dark != light
+    _full_page_screenshot(browser, "admin-dashboard-dark.png")
+    browser.execute_script("document.documentElement.dataset.theme = 'light'")
 
     browser.get(f"{base}/admin/instances/instance/")
     assert "parked-gpu" in browser.page_source

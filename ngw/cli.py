@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 import time
+from datetime import UTC, datetime
 
 import click
 from rich.console import Console
@@ -137,20 +138,46 @@ def items(payload, key: str) -> list:
     return []
 
 
-def table(rows: list[dict], columns: list[tuple[str, str]], title: str = "") -> Table:
+def table(
+    rows: list[dict], columns: list[tuple[str, str]], title: str = "", relative: bool = False
+) -> Table:
     """A table of the columns the rows actually carry (older gateways have fewer fields)."""
     present = [(key, label) for key, label in columns if any(key in row for row in rows)]
     t = Table(title=title or None, title_justify="left", header_style="bold")
-    for _, label in present:
-        t.add_column(label)
+    for key, label in present:
+        # Ids and names are what a user copies: never cut them.
+        copied = key in ("id", "name")
+        t.add_column(label, no_wrap=True, overflow="fold" if copied else "ellipsis")
     for row in rows:
-        t.add_row(*(cell(key, row.get(key)) for key, _ in present))
+        t.add_row(*(cell(key, row.get(key), relative) for key, _ in present))
     return t
 
 
-def cell(key: str, value) -> str:
+TIME_FIELDS = {"createdAt", "lastUsedAt", "autoStopAt", "readyAt", "stoppedAt", "timestamp"}
+
+
+def when(value: str) -> str:
+    """An ISO time as a short distance from now ("3m ago", "in 17m"), else as given."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return str(value)
+    delta = (moment - datetime.now(UTC)).total_seconds()
+    size = abs(delta)
+    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
+        if size >= span:
+            amount = f"{size // span:.0f}{unit}"
+            break
+    else:
+        amount = f"{size:.0f}s"
+    return f"in {amount}" if delta > 0 else f"{amount} ago"
+
+
+def cell(key: str, value, relative: bool = False) -> str:
     if value is None:
         return ""
+    if relative and key in TIME_FIELDS:
+        return when(value)
     if key == "status":
         return styled(value)
     if key in ("pricePerHour", "spotPricePerHour", "costSoFar", "price"):
@@ -385,9 +412,9 @@ def list_instances(ctx, show_all, as_json):
                 ("costSoFar", "Cost so far"),
                 ("ports", "Ports"),
                 ("lastUsedAt", "Last used"),
-                ("autoStopAt", "Auto-stop at"),
-                ("createdAt", "Created"),
+                ("autoStopAt", "Auto-stop"),
             ],
+            relative=True,
         )
     )
 

@@ -311,7 +311,7 @@ class InstanceAdmin(admin.ModelAdmin):
     def price(self, obj):
         if obj.price_per_hour is None:
             return "unknown"
-        return f"${obj.price_per_hour / admin_ops.PRICE_UNIT:.4f} / hour"
+        return f"${obj.price_per_hour_usd:.4f} / hour"
 
     @admin.display(description="connection details")
     def connection(self, obj):

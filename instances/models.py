@@ -8,6 +8,9 @@ from django.utils import timezone
 
 from .status import Desired, Status
 
+# Price fields are in 1/100000 USD per hour (upstream's unit).
+PRICE_UNIT = 100_000
+
 
 def new_instance_id() -> str:
     return "inst_" + secrets.token_hex(8)
@@ -126,6 +129,12 @@ class Instance(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.id})"
+
+    @property
+    def price_per_hour_usd(self) -> float | None:
+        if self.price_per_hour is None:
+            return None
+        return self.price_per_hour / PRICE_UNIT
 
 
 class InstanceEvent(models.Model):

@@ -219,6 +219,36 @@ class InstanceDetailOut(InstanceSummaryOut):
     autoStopEnabled = serializers.BooleanField(source="auto_stop_enabled")
     autoStopMinutes = DerivedFloatField(auto_stop_minutes)
     failureReason = serializers.CharField(source="failure_reason", required=False)
+    # From the audit trail (instances/history.py), given to render() as keyword values.
+    statusReason = serializers.CharField(
+        source="status_reason",
+        required=False,
+        help_text="Why the instance has its current status: the reason recorded with its last "
+        "status change (e.g. `all probed ports answer (8888/http 200)`, `idle 23 min > 20 min "
+        "threshold ...`, `upstream reported an error: ...`). The full history is "
+        "`GET /api/instances/{id}/events`.",
+    )
+    pricePerHour = serializers.FloatField(
+        source="price_per_hour_usd",
+        required=False,
+        help_text="USD per hour for the whole instance (all its GPUs), as upstream priced the "
+        "offer it was created from (the spot price for spot instances). Absent until the worker "
+        "has resolved the product.",
+    )
+    billedSeconds = serializers.IntegerField(
+        source="billed_seconds",
+        required=False,
+        help_text="Billed time: seconds the instance has spent in `starting`, `running`, "
+        "`health_checking` or `ready`, summed from its status history, counting up to now "
+        "while it is in one of them.",
+    )
+    costSoFar = serializers.FloatField(
+        source="cost_so_far",
+        required=False,
+        help_text="Estimated GPU cost in USD: billedSeconds / 3600 x pricePerHour. An estimate: "
+        "storage billed while stopped is not included, and upstream's invoice is what counts. "
+        "Absent while pricePerHour is unknown.",
+    )
 
 
 class CreateInstanceOut(Shape):
@@ -251,3 +281,36 @@ class WebhookInstanceOut(Shape):
     status = serializers.CharField()
     portMappings = PortMappingOut(many=True, source="port_mappings")
     connectionDetails = ConnectionDetailsField(connection_details)
+
+
+class InstanceEventOut(Shape):
+    # One entry of an instance's audit trail: a status change or a decision, who and why.
+
+    id = serializers.IntegerField()
+    createdAt = WireDateTimeField(source="created_at")
+    fromStatus = serializers.CharField(
+        source="from_status", required=False, help_text="Absent on the creation event"
+    )
+    toStatus = serializers.CharField(
+        source="to_status",
+        required=False,
+        help_text="Equal to fromStatus when the event records a decision, not a change",
+    )
+    desiredStatus = serializers.CharField(source="desired_status", required=False)
+    source = serializers.CharField(
+        help_text="Who acted: api, monitor, auto-stop, reconcile, migration, admin or worker"
+    )
+    reason = serializers.CharField(required=False)
+    actor = serializers.CharField(
+        required=False, help_text="API key name or operator, when a person or client acted"
+    )
+    requestId = serializers.CharField(
+        source="request_id", required=False, help_text="X-Request-ID of the request that did it"
+    )
+
+
+class InstanceEventListOut(Shape):
+    events = InstanceEventOut(many=True, help_text="Newest first")
+    total = serializers.IntegerField(help_text="Events of this instance in all pages")
+    page = serializers.IntegerField()
+    pageSize = serializers.IntegerField(source="page_size")

@@ -42,6 +42,9 @@ TRANSITIONAL = frozenset(
 # States where the GPU is (or may be) billed while running.
 ACTIVE = frozenset({Status.RUNNING, Status.HEALTH_CHECKING, Status.READY})
 AUTO_STOP_CANDIDATES = frozenset({Status.READY, Status.RUNNING, Status.HEALTH_CHECKING})
+# Statuses in which the GPU is billed (held for us, booting or running): billed time and spend
+# estimates count these.
+BILLED = frozenset({Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY})
 FINAL = frozenset({Status.TERMINATED})
 
 # What a client may ask for, by current status.

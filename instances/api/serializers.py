@@ -94,6 +94,11 @@ class StopByNameSerializer(StopInstanceSerializer):
     instanceName = StrictCharField(min_length=1, max_length=100)
 
 
+class PageQuerySerializer(serializers.Serializer):
+    page = serializers.IntegerField(min_value=1, default=1, help_text="1 is the newest page")
+    pageSize = serializers.IntegerField(min_value=1, max_value=200, default=50)
+
+
 class ListQuerySerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=["all", "local", "novita"], default="all")
     includeNovitaOnly = serializers.BooleanField(default=False)

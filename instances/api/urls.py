@@ -31,6 +31,11 @@ urlpatterns = [
     ),
     path("instances/<str:instance_id>", views.InstanceDetailView.as_view(), name="instance-detail"),
     path(
+        "instances/<str:instance_id>/events",
+        views.InstanceEventsView.as_view(),
+        name="instance-events",
+    ),
+    path(
         "instances/<str:instance_id>/last-used",
         autostop_views.LastUsedView.as_view(),
         name="instance-last-used",

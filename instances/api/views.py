@@ -9,8 +9,14 @@ from rest_framework.views import APIView
 
 from novita_gateway.errors import InstanceNotFound, InvalidInstanceState, documented_error
 
+from .. import history
 from ..models import Instance
-from ..representations import CreateInstanceOut, InstanceDetailOut, OperationOut
+from ..representations import (
+    CreateInstanceOut,
+    InstanceDetailOut,
+    InstanceEventListOut,
+    OperationOut,
+)
 from ..services import lifecycle
 from ..status import Status
 from . import serializers as s
@@ -88,12 +94,17 @@ class InstanceDetailView(APIView):
     @extend_schema(
         summary="Get an instance's status and details",
         operation_id="instances_retrieve",
-        description="Served from the gateway's database: polling causes no upstream call.",
+        description=(
+            "Served from the gateway's database: polling causes no upstream call. Besides the "
+            "contract's fields it says why the instance has its status (`statusReason`), its "
+            "price (`pricePerHour`), and its billed time and estimated cost so far "
+            "(`billedSeconds`, `costSoFar`)."
+        ),
         responses={200: InstanceDetailOut, 404: ERRORS[404]},
     )
     def get(self, request, instance_id):
         instance = get_instance_or_404(instance_id)
-        return Response(InstanceDetailOut.render(instance))
+        return Response(InstanceDetailOut.render(instance, **history.billing(instance).as_values()))
 
     @extend_schema(
         summary="Terminate an instance",
@@ -123,6 +134,36 @@ class InstanceDetailView(APIView):
         return Response(
             _operation(instance, "Instance termination initiated successfully"),
             status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class InstanceEventsView(APIView):
+    @extend_schema(
+        summary="List an instance's events (its audit trail)",
+        operation_id="instances_events",
+        description=(
+            "Every status change and decision recorded for the instance, newest first: what "
+            "changed, who acted (`source`, `actor`) and why (`reason`). Paginated like the "
+            "instance list: the items with `total`, plus `page` and `pageSize`."
+        ),
+        parameters=[s.PageQuerySerializer],
+        responses={200: InstanceEventListOut, 400: ERRORS[400], 404: ERRORS[404]},
+    )
+    def get(self, request, instance_id):
+        query = validated(s.PageQuerySerializer, request.query_params)
+        instance = get_instance_or_404(instance_id)
+        events, total = history.events_page(
+            instance.id, page=query["page"], page_size=query["pageSize"]
+        )
+        return Response(
+            InstanceEventListOut.render(
+                {
+                    "events": events,
+                    "total": total,
+                    "page": query["page"],
+                    "page_size": query["pageSize"],
+                }
+            )
         )
 
 

@@ -14,10 +14,10 @@ from datetime import timedelta
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from ..models import Instance, InstanceEvent, SweepRun, WebhookDelivery
+from ..models import PRICE_UNIT, Instance, InstanceEvent, SweepRun, WebhookDelivery
 from ..novita import errors as upstream
 from ..novita.client import get_client
-from ..status import AUTO_STOP_CANDIDATES, Desired, Status
+from ..status import AUTO_STOP_CANDIDATES, BILLED, Desired, Status
 from . import autostop, lifecycle
 from .transitions import note, transition, update_fields
 
@@ -27,10 +27,6 @@ SOURCE = InstanceEvent.Source.ADMIN
 # A concurrent status change makes a guarded write miss; re-read and try again a few times.
 _WRITE_ATTEMPTS = 3
 
-# Price fields are in 1/100000 USD per hour (upstream's unit).
-PRICE_UNIT = 100_000
-# Billed while these last: spend is estimated over them.
-BILLED = (Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY)
 SAVINGS_WINDOW = timedelta(days=30)
 
 

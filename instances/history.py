@@ -1,0 +1,80 @@
+"""Reads of an instance's audit trail (InstanceEvent): its history page, why it has its current
+status, and how long it has been billed.
+
+Billed time is counted from the trail, so every path that changes a status (API, monitor,
+auto-stop sweep, reconciler, admin) is counted the same way, with nothing extra to keep in step:
+it is the time spent in a BILLED status (starting, running, health_checking, ready), from each
+change into one of them to the next change out of them, up to now while the instance is still in
+one. A status change is an event whose from_status differs from its to_status (the create event
+counts: "" -> creating); events that only record a decision are skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import F
+from django.utils import timezone
+
+from .models import Instance, InstanceEvent
+from .status import BILLED
+
+
+@dataclass(frozen=True)
+class Billing:
+    """What the detail shape adds from the trail (keyword values for InstanceDetailOut)."""
+
+    status_reason: str
+    billed_seconds: int
+    cost_so_far: float | None
+
+    def as_values(self) -> dict:
+        return {
+            "status_reason": self.status_reason,
+            "billed_seconds": self.billed_seconds,
+            "cost_so_far": self.cost_so_far,
+        }
+
+
+def status_changes(instance_id: str):
+    """The instance's status changes, oldest first."""
+    return (
+        InstanceEvent.objects.filter(instance_id=instance_id)
+        .exclude(from_status=F("to_status"))
+        .order_by("created_at", "id")
+    )
+
+
+def billed_seconds(changes: list[tuple[datetime, str]], now: datetime) -> float:
+    """Seconds spent in BILLED statuses, given (when, new status) changes oldest first."""
+    total, since = 0.0, None
+    for at, to_status in changes:
+        if to_status in BILLED and since is None:
+            since = at
+        elif to_status not in BILLED and since is not None:
+            total += max((at - since).total_seconds(), 0.0)
+            since = None
+    if since is not None:
+        total += max((now - since).total_seconds(), 0.0)
+    return total
+
+
+def billing(instance: Instance, *, now: datetime | None = None) -> Billing:
+    """Status reason, billed time and estimated cost of one instance (one query)."""
+    now = now or timezone.now()
+    rows = list(status_changes(instance.id).values_list("created_at", "to_status", "reason"))
+    seconds = billed_seconds([(at, to) for at, to, _reason in rows], now)
+    price = instance.price_per_hour_usd
+    return Billing(
+        status_reason=rows[-1][2] if rows else "",
+        billed_seconds=int(seconds),
+        cost_so_far=None if price is None else round(seconds / 3600 * price, 6),
+    )
+
+
+def events_page(instance_id: str, *, page: int, page_size: int) -> tuple[list, int]:
+    """One page of the instance's events, newest first, and how many there are in all."""
+    events = InstanceEvent.objects.filter(instance_id=instance_id).order_by("-created_at", "-id")
+    start = (page - 1) * page_size
+    return list(events[start : start + page_size]), events.count()

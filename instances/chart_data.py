@@ -10,11 +10,9 @@ from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from .models import Instance, InstanceEvent, WebhookDelivery
-from .status import Desired, Status
+from .models import PRICE_UNIT, Instance, InstanceEvent, WebhookDelivery
+from .status import BILLED, Desired, Status
 
-PRICE_UNIT = 100_000
-BILLED = (Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY)
 CHART_DAYS = 30
 
 

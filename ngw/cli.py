@@ -182,6 +182,8 @@ def cell(key: str, value, relative: bool = False) -> str:
         return styled(value)
     if key in ("pricePerHour", "spotPricePerHour", "costSoFar", "price"):
         return money(value)
+    if key == "billedSeconds" and isinstance(value, int | float):
+        return f"{value / 3600:.2f} h"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
@@ -211,20 +213,71 @@ def resolve(gw: Gateway, ref: str) -> dict:
     return gw.get(chosen["id"])
 
 
-def wait_for(gw: Gateway, instance: dict, wanted: set, timeout: float, verb: str) -> dict:
+TRANSIENT = (ExitCode.GATEWAY, ExitCode.UNREACHABLE, ExitCode.RATE_LIMITED)
+
+
+class Transitions:
+    """An instance's status changes read from its events, so that a status that came and went
+    between two polls (health_checking often lasts under a second) is still shown."""
+
+    def __init__(self, gw: Gateway, instance_id: str, *, include_past: bool):
+        self.gw, self.instance_id = gw, instance_id
+        self.available = True
+        # After a start or stop the history before it is old news; after a create it is not.
+        self.seen: set = set() if include_past else set(self._fetch())
+
+    def _fetch(self) -> dict:
+        if not self.available:
+            return {}
+        try:
+            answer = self.gw.events(self.instance_id)
+        except ApiError as exc:
+            if exc.missing_route:  # an older gateway: the polled status is all we know
+                self.available = False
+                return {}
+            if exc.exit_code in TRANSIENT:
+                return {}
+            raise
+        return {e["id"]: e for e in items(answer, "events") if isinstance(e, dict) and "id" in e}
+
+    def entered(self) -> list[str]:
+        """Statuses entered since the last call, oldest first."""
+        events = self._fetch()
+        fresh = sorted(
+            (e for key, e in events.items() if key not in self.seen), key=lambda e: e["id"]
+        )
+        self.seen.update(events)
+        return [
+            e["toStatus"]
+            for e in fresh
+            if e.get("toStatus") and e["toStatus"] != e.get("fromStatus")
+        ]
+
+
+def wait_for(
+    gw: Gateway, instance: dict, wanted: set, timeout: float, verb: str, *, created: bool = False
+) -> dict:
     """Follow an instance until it reaches `wanted`: a live line, and one line per status."""
     started = time.monotonic()
     deadline = started + timeout
     name = instance.get("name") or instance.get("id")
     status = instance.get("status")
     out.print(f"{name}: {styled(status)}")
+    shown = [status]
+    transitions = Transitions(gw, instance["id"], include_past=created)
+
+    def show(new_status: str) -> None:
+        if new_status != shown[-1]:
+            shown.append(new_status)
+            out.print(f"{name}: {styled(new_status)} ({seconds(time.monotonic() - started)})")
+
     with out.status(f"{verb} {name}: {status}", spinner="dots") as live:
         while True:
             elapsed = time.monotonic() - started
             if status in wanted:
                 break
             if status in FINAL_BAD - wanted:
-                reason = instance.get("failureReason") or instance.get("statusReason") or ""
+                reason = instance.get("statusReason") or instance.get("failureReason") or ""
                 raise WaitProblem(
                     f"{name} is {status}" + (f": {reason}" if reason else ""),
                     ExitCode.INSTANCE_FAILED,
@@ -241,12 +294,14 @@ def wait_for(gw: Gateway, instance: dict, wanted: set, timeout: float, verb: str
                 current = gw.get(instance["id"])
             except ApiError as exc:
                 # A blip (restart, 5xx, rate limit) must not end a wait; a 404 or 401 does.
-                if exc.exit_code in (ExitCode.GATEWAY, ExitCode.UNREACHABLE, ExitCode.RATE_LIMITED):
+                if exc.exit_code in TRANSIENT:
                     continue
                 raise
             if current.get("status") != status:
+                for passed in transitions.entered():
+                    show(passed)
                 status = current.get("status")
-                out.print(f"{name}: {styled(status)} ({seconds(time.monotonic() - started)})")
+                show(status)
             instance = current
     out.print(f"{name} is {styled(status)} after {seconds(time.monotonic() - started)}")
     return instance
@@ -378,7 +433,7 @@ def create(ctx, name, product, template, region, gpus, auto_stop, no_auto_stop, 
     out.print(f"created {name} ({created.get('instanceId')}): {styled(created.get('status'))}")
     if wait:
         instance = gw.get(created["instanceId"])
-        instance = wait_for(gw, instance, READY, wait_timeout, "creating")
+        instance = wait_for(gw, instance, READY, wait_timeout, "creating", created=True)
         print_endpoints(instance)
 
 

@@ -156,8 +156,12 @@ class Gateway:
             "PUT", f"/api/instances/{quote(instance_id, safe='')}/last-used", json={}
         )
 
-    def events(self, instance_id: str) -> dict:
-        return self.request("GET", f"/api/instances/{quote(instance_id, safe='')}/events")
+    def events(self, instance_id: str, page_size: int = 50) -> dict:
+        return self.request(
+            "GET",
+            f"/api/instances/{quote(instance_id, safe='')}/events",
+            params={"pageSize": page_size},
+        )
 
     def autostop_stats(self) -> dict:
         return self.request("GET", "/api/instances/auto-stop/stats")

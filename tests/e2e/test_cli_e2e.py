@@ -14,7 +14,6 @@ from tests.e2e.stack import ROOT, Stack, free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 PRODUCT = "RTX 4090 24GB"
-ORDER = ["creating", "created", "starting", "running", "health_checking", "ready"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +64,8 @@ def test_create_wait_follows_the_instance_to_ready_and_prints_its_endpoints(stac
     # One line per status on the way, in order.
     seen = [line.split(": ", 1)[1].split(" ")[0] for line in lines if line.startswith("cli-demo: ")]
     assert seen[0] == "creating" and seen[-1] == "ready", out
-    assert seen == [s for s in ORDER if s in seen], out
+    # Statuses that lasted less than a poll still show: they come from the instance's events.
+    assert seen == ["creating", "health_checking", "ready"], out
     assert "cli-demo is ready after" in out
     detail = json.loads(ok(ngw(stack, "show", "cli-demo", "--json")))
     for mapping in detail["portMappings"]:
@@ -125,15 +125,12 @@ def test_health_reports_each_dependency(stack):
         assert service in out
 
 
-def test_events_lists_the_history_or_says_the_gateway_has_none(stack):
-    result = ngw(stack, "events", "cli-demo")
-    if result.returncode == 3:
-        # A gateway without the events endpoint: a plain sentence, not a traceback.
-        assert "does not list events" in result.stderr
-        assert "Traceback" not in result.stderr
-    else:
-        out = ok(result)
-        assert "Events of cli-demo" in out and "ready" in out
+def test_events_list_the_history_with_reasons(stack):
+    out = ok(ngw(stack, "events", "cli-demo"))
+    assert "Events of cli-demo" in out
+    for change in ("creating → health_checking", "health_checking → ready"):
+        assert change in out, out
+    assert "stopping → stopped" in out and "api" in out and "monitor" in out
 
 
 def test_catalog_lists_products_and_templates_or_says_the_gateway_has_none(stack):

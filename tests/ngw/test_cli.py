@@ -1,0 +1,161 @@
+"""`ngw` against a mocked gateway: what it prints and exits with when the gateway is older, down,
+slow, refuses or fails. (tests/e2e/test_cli_e2e.py drives it against a live one.)"""
+
+import pytest
+import requests
+import responses
+from click.testing import CliRunner
+
+from ngw import cli
+from ngw.client import ExitCode
+
+URL = "http://gateway.test"
+
+
+def envelope(code, message, details=None, request_id="req_1"):
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details,
+            "timestamp": "2026-11-30T00:00:00.000Z",
+            "requestId": request_id,
+        }
+    }
+
+
+NO_ROUTE = envelope("NOT_FOUND", "Resource not found", "No route for /api/x")
+
+
+@pytest.fixture
+def gateway():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture(autouse=True)
+def fast_polls(monkeypatch):
+    monkeypatch.setattr(cli, "POLL_SECONDS", 0.01)
+
+
+def run(*args):
+    result = CliRunner().invoke(cli.main, ["--url", URL, *args], catch_exceptions=False)
+    return result
+
+
+def instance(status, **extra):
+    return {"id": "inst_1", "name": "demo", "status": status, **extra}
+
+
+def test_catalog_on_a_gateway_without_catalog_endpoints_says_so(gateway):
+    gateway.get(f"{URL}/api/regions", status=404, json=NO_ROUTE)
+    result = run("catalog")
+    assert result.exit_code == ExitCode.NOT_FOUND
+    assert "has no catalog endpoints (a gateway older than this ngw)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_events_on_a_gateway_without_events_says_so(gateway):
+    gateway.get(f"{URL}/api/instances", json={"instances": [instance("ready")], "total": 1})
+    gateway.get(f"{URL}/api/instances/inst_1", json=instance("ready"))
+    gateway.get(f"{URL}/api/instances/inst_1/events", status=404, json=NO_ROUTE)
+    result = run("events", "demo")
+    assert result.exit_code == ExitCode.NOT_FOUND
+    assert "does not list events" in result.output
+
+
+def test_wait_without_events_shows_the_polled_statuses(gateway):
+    gateway.get(f"{URL}/api/instances", json={"instances": [instance("stopped")], "total": 1})
+    gateway.post(
+        f"{URL}/api/instances/inst_1/start",
+        status=202,
+        json={"instanceId": "inst_1", "status": "starting", "message": "Start initiated"},
+    )
+    gateway.get(f"{URL}/api/instances/inst_1/events", status=404, json=NO_ROUTE)
+    for status in ("stopped", "starting", "starting", "health_checking", "ready"):
+        gateway.get(f"{URL}/api/instances/inst_1", json=instance(status))
+    result = run("start", "demo", "--wait")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("demo: ")]
+    assert [line.split()[1] for line in lines] == ["Start", "starting", "health_checking", "ready"]
+
+
+def test_a_gateway_blip_during_wait_does_not_end_it(gateway):
+    gateway.get(f"{URL}/api/instances", json={"instances": [instance("ready")], "total": 1})
+    gateway.post(
+        f"{URL}/api/instances/inst_1/stop",
+        status=202,
+        json={"instanceId": "inst_1", "status": "stopping", "message": "Stop initiated"},
+    )
+    gateway.get(f"{URL}/api/instances/inst_1/events", json={"events": [], "total": 0})
+    gateway.get(f"{URL}/api/instances/inst_1", json=instance("ready"))
+    gateway.get(f"{URL}/api/instances/inst_1", json=instance("stopping"))
+    gateway.get(
+        f"{URL}/api/instances/inst_1", status=503, json=envelope("SERVICE_UNAVAILABLE", "x")
+    )
+    gateway.get(f"{URL}/api/instances/inst_1", json=instance("stopped"))
+    result = run("stop", "demo", "--wait")
+    assert result.exit_code == 0, result.output
+    assert "demo is stopped after" in result.output
+
+
+def test_wait_ends_with_exit_11_and_the_reason_when_the_instance_fails(gateway):
+    gateway.post(
+        f"{URL}/api/instances",
+        status=201,
+        json={"instanceId": "inst_1", "status": "creating", "message": "ok"},
+    )
+    gateway.get(f"{URL}/api/instances/inst_1/events", json={"events": [], "total": 0})
+    gateway.get(f"{URL}/api/instances/inst_1", json=instance("creating"))
+    gateway.get(
+        f"{URL}/api/instances/inst_1",
+        json=instance("failed", statusReason="no capacity for RTX 4090 24GB in CN-HK-01"),
+    )
+    result = run("create", "demo", "--product", "RTX 4090 24GB", "--template", "t", "--wait")
+    assert result.exit_code == ExitCode.INSTANCE_FAILED
+    assert "demo is failed: no capacity for RTX 4090 24GB in CN-HK-01" in result.output
+
+
+def test_rate_limit_is_exit_7_with_retry_after(gateway):
+    gateway.get(
+        f"{URL}/api/instances",
+        status=429,
+        json=envelope("RATE_LIMIT_EXCEEDED", "Too many requests"),
+        headers={"Retry-After": "12"},
+    )
+    result = run("ls")
+    assert result.exit_code == ExitCode.RATE_LIMITED
+    assert "Too many requests (HTTP 429, RATE_LIMIT_EXCEEDED)" in result.output
+    assert "retry after 12 s" in result.output
+
+
+def test_an_unhealthy_gateway_is_exit_8(gateway):
+    gateway.get(
+        f"{URL}/health",
+        status=503,
+        json={"status": "unhealthy", "services": {"database": "down", "redis": "up"}},
+    )
+    result = run("health")
+    assert result.exit_code == ExitCode.GATEWAY
+    assert "unhealthy" in result.output and "database" in result.output
+
+
+def test_every_call_has_a_bounded_timeout_and_a_slow_gateway_is_exit_9(monkeypatch):
+    seen = []
+
+    def slow(self, method, url, **kwargs):
+        seen.append(kwargs.get("timeout"))
+        raise requests.Timeout("read timed out")
+
+    monkeypatch.setattr(requests.Session, "request", slow)
+    result = run("--timeout", "2", "ls")
+    assert result.exit_code == ExitCode.UNREACHABLE
+    assert f"{URL} did not answer within 2 s" in result.output
+    assert seen == [(3.05, 2.0)]
+
+
+def test_a_page_that_is_not_the_gateway_is_a_plain_error(gateway):
+    gateway.get(f"{URL}/api/instances", body="<html>hello</html>", content_type="text/html")
+    result = run("ls")
+    assert result.exit_code == ExitCode.ERROR
+    assert "is NGW_URL the gateway?" in result.output

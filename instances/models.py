@@ -99,6 +99,12 @@ class Instance(models.Model):
     # Migration of reclaimed spot instances.
     migration_job_id = models.CharField(max_length=100, blank=True, default="")
     migration_started_at = models.DateTimeField(null=True, blank=True)
+    # Upstream refused the migrate call (4xx): first refusal, refusals, when to ask again.
+    migration_refused_since = models.DateTimeField(null=True, blank=True)
+    migration_refusals = models.PositiveSmallIntegerField(default=0)
+    migration_retry_at = models.DateTimeField(null=True, blank=True)
+    # Consecutive complete upstream listings this instance was absent from (2 means gone).
+    missing_listings = models.PositiveSmallIntegerField(default=0)
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)

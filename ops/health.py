@@ -11,7 +11,8 @@ that pulled every gateway for it would turn a partial outage into a full one; re
 from the database), the job queue (broker reachable and a worker heartbeat seen recently), the
 caches (an in-memory fallback keeps requests working), and the beat sweeps including the
 migration service. A sweep whose heartbeat was never seen is "unknown", not down: it may simply
-not have run yet.
+not have run yet. The Novita API is "misconfigured" rather than down when it answers like a wrong
+base URL or key would (a route-level 404, 401/403, a page that is not the API).
 
 Every check really touches its dependency: SELECT 1, Redis PING, a cheap upstream call (list
 clusters, short timeout, no retries, its result cached HEALTH_UPSTREAM_CACHE_SECONDS in the
@@ -201,8 +202,11 @@ def _probe_novita() -> dict:
         _probe_client().list_clusters()
     except Exception as exc:  # noqa: BLE001
         logger.warning("health: novita probe failed (%s)", type(exc).__name__)
+        # A wrong base URL or key (route-level 404, 401/403, a page that is not the API) is
+        # fixed by the operator, not by waiting: say so apart from an outage.
+        misconfigured = getattr(exc, "misconfigured", False)
         result = {
-            "status": "down",
+            "status": "misconfigured" if misconfigured else "down",
             "responseTime": _ms(started),
             "error": type(exc).__name__,
             "lastChecked": iso_now(),
@@ -390,7 +394,7 @@ def report() -> tuple[int, dict]:
         return 503, short
 
     degraded = (
-        any(services[name] in ("down", "degraded") for name in NON_CRITICAL)
+        any(services[name] in ("down", "degraded", "misconfigured") for name in NON_CRITICAL)
         or scheduler["status"] == "down"
     )
     body = {

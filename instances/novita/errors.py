@@ -63,6 +63,9 @@ class NovitaMisconfiguredError(NovitaTransientError):
     treat it as transient: keep state, try again later.
     """
 
+    # Read by /health (ops, which does not import this package) to say "misconfigured".
+    misconfigured = True
+
 
 class NovitaCircuitOpenError(NovitaTransientError):
     """The circuit breaker is open: calls fail fast without touching the upstream."""

@@ -19,7 +19,7 @@ from ..novita import errors as upstream
 from ..novita.client import get_client
 from ..status import AUTO_STOP_CANDIDATES, BILLED, Desired, Status
 from . import autostop, lifecycle
-from .transitions import note, transition, update_fields
+from .transitions import NOT_FOUND_FOR_ID, mark_gone, note, update_fields
 
 logger = logging.getLogger(__name__)
 
@@ -101,25 +101,7 @@ def sync_now(instance: Instance, *, actor: str) -> Instance:
     try:
         remote = get_client().get_instance(instance.novita_instance_id)
     except upstream.NovitaNotFoundError:
-        if instance.status == Status.TERMINATED:
-            return instance
-        reason = (
-            "deleted upstream as requested"
-            if instance.desired_status == Desired.TERMINATED
-            else "operator sync: instance no longer exists upstream"
-        )
-        transition(
-            instance.id,
-            expected=None,
-            to_status=Status.TERMINATED,
-            source=SOURCE,
-            reason=reason,
-            actor=actor,
-            next_poll_at=None,
-            stopped_at=timezone.now(),
-            auto_stop_at=None,
-            upstream_status="removed",
-        )
+        mark_gone(instance, source=SOURCE, evidence=NOT_FOUND_FOR_ID, actor=actor)
         return Instance.objects.get(pk=instance.pk)
     note(
         instance,

@@ -32,7 +32,14 @@ from ..status import (
     from_upstream,
 )
 from . import health_probe, queue
-from .transitions import note, record_event, transition, update_fields
+from .transitions import (
+    NOT_FOUND_FOR_ID,
+    mark_gone,
+    note,
+    record_event,
+    transition,
+    update_fields,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -395,22 +402,7 @@ def advance(instance: Instance) -> None:
 
 
 def _gone_upstream(instance: Instance) -> None:
-    reason = (
-        "deleted upstream as requested"
-        if instance.desired_status == Desired.TERMINATED
-        else "instance no longer exists upstream"
-    )
-    transition(
-        instance.id,
-        expected=None,
-        to_status=Status.TERMINATED,
-        source="monitor",
-        reason=reason,
-        next_poll_at=None,
-        stopped_at=_now(),
-        auto_stop_at=None,
-        upstream_status="removed",
-    )
+    mark_gone(instance, source="monitor", evidence=NOT_FOUND_FOR_ID)
 
 
 def _connection_details(remote: UpstreamInstance) -> dict:
@@ -683,7 +675,12 @@ def provision(instance: Instance) -> None:
         _fail(instance, f"create rejected: {exc.details()}", "worker", {})
         return
     except upstream.NovitaError as exc:
-        if attempts + 1 >= MAX_CREATE_ATTEMPTS:
+        # A misconfigured gateway (wrong base URL, bad key) created nothing and will not until
+        # an operator fixes it: keep trying until the readiness deadline, not a count.
+        if isinstance(exc, upstream.NovitaMisconfiguredError):
+            if _check_deadline(instance):
+                return
+        elif attempts + 1 >= MAX_CREATE_ATTEMPTS:
             _fail(instance, f"create failed {attempts + 1} times: {exc.details()}", "worker", {})
             return
         record_event(

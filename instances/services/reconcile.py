@@ -17,7 +17,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ops.timeutil import iso
@@ -26,10 +26,10 @@ from ..models import Instance, SweepRun
 from ..novita import errors as upstream
 from ..novita.client import get_client
 from ..novita.schemas import UpstreamInstance
-from ..status import TRANSITIONAL, Desired, Status
+from ..status import TRANSITIONAL, Status
 from . import lifecycle, migration, sync
 from .sweeps import Outcome
-from .transitions import record_event, transition
+from .transitions import ABSENT_FROM_LISTINGS, NOT_FOUND_FOR_ID, mark_gone, record_event
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 STALE_MONITOR = timedelta(minutes=5)
 # Instances missing from a listing are confirmed one get-instance call each; bound the cost.
 MISSING_CONFIRM_LIMIT = 20
+# More instances than this (and over half the fleet) missing from one listing is not believed.
+SUSPICIOUS_ABSENCES = 10
 _TOUCH_CHUNK = 500
 
 
@@ -86,6 +88,7 @@ def reconcile_rows(
     now = timezone.now()
     unchanged: list[str] = []
     missing: list[Instance] = []
+    seen_again: list[str] = []
     for instance in rows:
         if instance.status == Status.TERMINATED or not instance.novita_instance_id:
             continue
@@ -93,6 +96,8 @@ def reconcile_rows(
         if instance.updated_at > snapshot.started_at:
             continue  # changed while we were listing: what we saw may already be out of date
         remote = snapshot.by_id.get(instance.novita_instance_id)
+        if remote is not None and instance.missing_listings:
+            seen_again.append(instance.pk)
         if migrate and remote is not None and migration.should_migrate(instance, remote):
             if migration.start(instance, remote):
                 outcome.note(instance.id, "migration started", upstreamStatus=remote.status)
@@ -114,43 +119,65 @@ def reconcile_rows(
         Instance.objects.filter(pk__in=unchanged[i : i + _TOUCH_CHUNK]).update(
             last_synced_at=snapshot.started_at
         )
-    for instance in missing[:MISSING_CONFIRM_LIMIT]:
-        _confirm_gone(instance, source=source, outcome=outcome)
+    for i in range(0, len(seen_again), _TOUCH_CHUNK):
+        Instance.objects.filter(pk__in=seen_again[i : i + _TOUCH_CHUNK]).update(missing_listings=0)
+    if missing:
+        _count_absences(missing, outcome=outcome, source=source)
     return outcome
 
 
-def _confirm_gone(instance: Instance, *, source: str, outcome: Outcome) -> None:
-    """An instance missing from a complete listing is asked for directly before it is declared
-    terminated: pages shift when instances are deleted while we read, so one can slip through."""
+def _count_absences(missing: list[Instance], *, outcome: Outcome, source: str) -> None:
+    """Instances a complete listing did not show: one more absence each, then a direct look.
+
+    Gone needs proof (transitions.mark_gone): upstream saying not-found for the id, or a second
+    complete listing in a row without it. A listing that lacks most of a sizeable fleet proves
+    nothing (an upstream answering with a filtered or foreign list looks complete too).
+    """
+    if len(missing) > SUSPICIOUS_ABSENCES and len(missing) * 2 > outcome.examined:
+        logger.warning(
+            "reconcile: %d of %d instances missing from one listing; not counting it",
+            len(missing),
+            outcome.examined,
+        )
+        outcome.summary.append(
+            {"warning": f"{len(missing)} instances missing from the listing; nothing was counted"}
+        )
+        return
+    pks = [instance.pk for instance in missing]
+    for i in range(0, len(pks), _TOUCH_CHUNK):
+        # A plain update(): updated_at stays, so the next pass still trusts its listing here.
+        Instance.objects.filter(pk__in=pks[i : i + _TOUCH_CHUNK]).update(
+            missing_listings=F("missing_listings") + 1
+        )
+    for instance in missing[:MISSING_CONFIRM_LIMIT]:
+        _confirm_gone(
+            instance, absences=instance.missing_listings + 1, source=source, outcome=outcome
+        )
+
+
+def _confirm_gone(instance: Instance, *, absences: int, source: str, outcome: Outcome) -> None:
+    """Ask upstream about one instance a complete listing did not show (pages shift when
+    instances are deleted while we read, so one can slip through)."""
     try:
         remote = get_client().get_instance(instance.novita_instance_id)
     except upstream.NovitaNotFoundError:
-        reason = (
-            "deleted upstream as requested"
-            if instance.desired_status == Desired.TERMINATED
-            else "instance no longer exists upstream (deleted outside the gateway)"
-        )
-        moved = transition(
-            instance.id,
-            expected={instance.status},
-            to_status=Status.TERMINATED,
-            source=source,
-            reason=reason,
-            next_poll_at=None,
-            stopped_at=timezone.now(),
-            auto_stop_at=None,
-            upstream_status="removed",
-        )
-        if moved is not None:
-            outcome.note(instance.id, "terminated", was=instance.status)
-        return
+        evidence = NOT_FOUND_FOR_ID
     except upstream.NovitaError as exc:
-        outcome.failures += 1
-        logger.info("reconcile: could not confirm %s: %s", instance.id, exc.details())
+        if absences < 2:
+            outcome.failures += 1
+            logger.info("reconcile: could not confirm %s: %s", instance.id, exc.details())
+            return
+        # No instance-level answer (some upstreams answer an unknown id like an unknown route),
+        # but two complete listings in a row without it are proof enough.
+        evidence = ABSENT_FROM_LISTINGS
+    else:
+        Instance.objects.filter(pk=instance.pk).update(missing_listings=0)
+        before = instance.status
+        if apply_remote(instance, remote, source=source):
+            outcome.note(instance.id, "updated", was=before, upstreamStatus=remote.status)
         return
-    before = instance.status
-    if apply_remote(instance, remote, source=source):
-        outcome.note(instance.id, "updated", was=before, upstreamStatus=remote.status)
+    if mark_gone(instance, source=source, evidence=evidence) is not None:
+        outcome.note(instance.id, "terminated", was=instance.status, evidence=evidence)
 
 
 def resume_dead_monitors(outcome: Outcome) -> None:

@@ -14,6 +14,7 @@ from django.utils import timezone
 from ops.context import current_request_id
 
 from ..models import Instance, InstanceEvent
+from ..status import Desired, Status
 
 
 def record_event(
@@ -102,3 +103,43 @@ def update_fields(instance_id: str, *, expected_status: str | None = None, **fie
     if expected_status is not None:
         query = query.filter(status=expected_status)
     return bool(query.update(updated_at=timezone.now(), **fields))
+
+
+# Evidence mark_gone accepts, and nothing else: an instance-level not-found for the instance's
+# id, or its absence from two consecutive complete listings.
+NOT_FOUND_FOR_ID = "upstream answered not found for its id"
+ABSENT_FROM_LISTINGS = "absent from two consecutive complete upstream listings"
+GONE_EVIDENCE = frozenset({NOT_FOUND_FOR_ID, ABSENT_FROM_LISTINGS})
+
+
+def mark_gone(
+    instance: Instance, *, source: str, evidence: str, actor: str = ""
+) -> Instance | None:
+    """The one way an instance becomes terminated because upstream lost it.
+
+    Only on proof (GONE_EVIDENCE): a route-level 404, an auth error or a failed listing says
+    something about the gateway's configuration, never about an instance, and marking a live
+    instance terminated would leave it running and billed with nobody watching. Guarded on the
+    status the caller saw. Returns the terminated instance, or None when nothing changed.
+    """
+    if evidence not in GONE_EVIDENCE:
+        raise ValueError(f"not evidence that an instance is gone: {evidence!r}")
+    if instance.status == Status.TERMINATED:
+        return None
+    if instance.desired_status == Desired.TERMINATED:
+        reason = f"deleted upstream as requested ({evidence})"
+    else:
+        reason = f"instance no longer exists upstream: {evidence}"
+    return transition(
+        instance.id,
+        expected={instance.status},
+        to_status=Status.TERMINATED,
+        source=source,
+        reason=reason,
+        actor=actor,
+        next_poll_at=None,
+        stopped_at=timezone.now(),
+        auto_stop_at=None,
+        upstream_status="removed",
+        missing_listings=0,
+    )

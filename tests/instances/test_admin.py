@@ -370,7 +370,10 @@ def test_sync_action_marks_instance_gone_upstream_terminated(admin_client, make_
     run_action(admin_client, "sync", [instance])
     instance.refresh_from_db()
     assert instance.status == Status.TERMINATED
-    assert events_of(instance)[-1].reason.endswith("no longer exists upstream")
+    assert events_of(instance)[-1].reason == (
+        "instance no longer exists upstream: upstream answered not found for its id"
+    )
+    assert events_of(instance)[-1].actor
 
 
 def test_sync_action_reports_upstream_errors(admin_client, make_instance, novita):

@@ -156,6 +156,30 @@ def test_health_is_degraded_but_200_when_novita_is_down(client, beats_alive):
     assert body["dependencies"]["novitaApi"]["httpStatus"] == 503
 
 
+@pytest.mark.parametrize(
+    "status,body",
+    [
+        (404, "<html><center><h1>404 Not Found</h1></center>nginx</html>"),
+        (404, '{"code": 404, "reason": "API_NOT_FOUND", "message": "api not found"}'),
+        (401, '{"code": 401, "reason": "UNAUTHORIZED", "message": "bad key"}'),
+        (403, '{"code": 403, "reason": "FORBIDDEN", "message": "forbidden"}'),
+    ],
+    ids=["proxy-page", "api-not-found", "401", "403"],
+)
+def test_health_says_misconfigured_not_down_for_a_wrong_base_url_or_key(
+    client, beats_alive, status, body
+):
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{settings.NOVITA_API_BASE_URL}/v1/clusters", status=status, body=body)
+        response = client.get("/health")
+    assert response.status_code == 200
+    payload = response.json()
+    assert payload["status"] == "degraded"
+    assert payload["services"]["novitaApi"] == "misconfigured"
+    assert payload["dependencies"]["novitaApi"]["httpStatus"] == status
+    assert payload["dependencies"]["novitaApi"]["error"] == "NovitaMisconfiguredError"
+
+
 def test_health_reports_novita_down_when_it_does_not_answer(client, beats_alive):
     with mock.patch.object(health, "_probe_client") as probe:
         from instances.novita.errors import NovitaTimeoutError

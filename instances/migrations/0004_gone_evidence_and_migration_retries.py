@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('instances', '0002_instance_name_unique_while_live'),
+        ('instances', '0003_webhook_event_id_sequence'),
     ]
 
     operations = [

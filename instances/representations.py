@@ -314,3 +314,68 @@ class InstanceEventListOut(Shape):
     total = serializers.IntegerField(help_text="Events of this instance in all pages")
     page = serializers.IntegerField()
     pageSize = serializers.IntegerField(source="page_size")
+
+
+# --- the catalogue ------------------------------------------------------------------------------
+
+
+class RegionOut(Shape):
+    id = serializers.CharField(help_text="Region code to send as `region` when creating")
+    name = serializers.CharField(
+        allow_null=True, help_text="Name of the Novita cluster it maps to (null: none right now)"
+    )
+    clusterId = serializers.CharField(source="cluster_id", allow_null=True)
+    available = serializers.BooleanField(
+        help_text="True when upstream lists the cluster this region maps to"
+    )
+
+
+class RegionListOut(Shape):
+    regions = RegionOut(many=True)
+    total = serializers.IntegerField()
+
+
+class ProductOut(Shape):
+    name = serializers.CharField(help_text="Send as `productName` when creating")
+    gpu = serializers.CharField(help_text="GPU model")
+    gpuMemoryGb = serializers.IntegerField(source="gpu_memory_gb", required=False)
+    gpuNum = serializers.IntegerField(source="gpu_num", help_text="GPUs the prices are for")
+    pricePerHour = serializers.FloatField(
+        source="price_per_hour",
+        allow_null=True,
+        help_text="On-demand USD per hour for gpuNum GPUs (the cheapest offer)",
+    )
+    spotPricePerHour = serializers.FloatField(
+        source="spot_price_per_hour",
+        required=False,
+        help_text="Spot USD per hour for gpuNum GPUs; absent where spot is not offered",
+    )
+    available = serializers.BooleanField(help_text="Capacity to deploy right now (cached)")
+    regions = serializers.ListField(
+        child=serializers.CharField(), help_text="Every region offering it"
+    )
+    cpuPerGpu = serializers.IntegerField(source="cpu_per_gpu", required=False)
+    memoryPerGpuGb = serializers.IntegerField(source="memory_per_gpu_gb", required=False)
+
+
+class ProductListOut(Shape):
+    products = ProductOut(many=True, help_text="Cheapest first")
+    total = serializers.IntegerField()
+
+
+class TemplatePortOut(Shape):
+    port = serializers.IntegerField()
+    type = serializers.CharField(help_text="http or tcp")
+
+
+class TemplateOut(Shape):
+    id = serializers.CharField(help_text="Send as `templateId` when creating")
+    name = serializers.CharField(required=False)
+    image = serializers.CharField(required=False)
+    ports = TemplatePortOut(many=True)
+    channel = serializers.CharField(required=False, help_text="official, community or private")
+
+
+class TemplateListOut(Shape):
+    templates = TemplateOut(many=True)
+    total = serializers.IntegerField()

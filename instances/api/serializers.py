@@ -5,18 +5,32 @@ Unknown fields in a request body are ignored.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import PolymorphicProxySerializer
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from ops import netsafety
 
+from ..novita import catalog
 from ..representations import InstanceSummaryOut
 from .fields import StrictBooleanField, StrictCharField, StrictIntegerField, StrictRegexField
 from .fleet_serializers import ComprehensiveInstanceOut
 
-REGIONS = ["CN-HK-01", "US-WEST-01", "EU-WEST-01", "AS-SGP-02"]
+REGIONS = list(catalog.DEFAULT_REGION_CLUSTERS)
+DEFAULT_REGION = "CN-HK-01"
 NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 NAME_MESSAGE = "Name must contain only alphanumeric characters, hyphens, and underscores"
+
+
+def with_example(field, example):
+    """Give a field's schema a realistic example (Swagger's "Try it out" starts from it)."""
+    schema = {"type": "string", "example": example}
+    for attr, key in (("min_length", "minLength"), ("max_length", "maxLength")):
+        if getattr(field, attr, None) is not None:
+            schema[key] = getattr(field, attr)
+    # Fields are re-made from their arguments for every serializer (deepcopy), so the schema
+    # has to sit on a class of its own.
+    documented = extend_schema_field(schema)(type(type(field).__name__, (type(field),), {}))
+    return documented(*field._args, **field._kwargs)
 
 
 class WebhookUrlField(serializers.URLField):
@@ -56,11 +70,37 @@ class CreateInstanceSerializer(serializers.Serializer):
         max_length=100,
         error_messages={"invalid": NAME_MESSAGE},
     )
-    productName = StrictCharField(min_length=1, max_length=200, source="product_name")
-    templateId = StrictCharField(min_length=1, max_length=200, source="template_id")
+    productName = with_example(
+        StrictCharField(
+            min_length=1,
+            max_length=200,
+            source="product_name",
+            help_text="GPU product name, as `GET /api/products` lists it (`name`). The cheapest "
+            "offer of that name with capacity in the region is used. A product not offered in "
+            "the region is refused with the regions that offer it.",
+        ),
+        "RTX 4090 24GB",
+    )
+    templateId = with_example(
+        StrictCharField(
+            min_length=1,
+            max_length=200,
+            source="template_id",
+            help_text="Template to create from (image, ports, environment), as "
+            "`GET /api/templates` lists it (`id`).",
+        ),
+        "pytorch-jupyter",
+    )
     gpuNum = StrictIntegerField(min_value=1, max_value=8, default=1, source="gpu_num")
     rootfsSize = StrictIntegerField(min_value=20, max_value=1000, default=60, source="rootfs_size")
-    region = serializers.ChoiceField(choices=REGIONS, default="CN-HK-01")
+    region = with_example(
+        StrictCharField(
+            default=DEFAULT_REGION,
+            help_text="Region code, as `GET /api/regions` lists it (`id`): by default "
+            f"{', '.join(REGIONS)}. Each maps to a Novita cluster (NOVITA_REGION_CLUSTERS).",
+        ),
+        "US-WEST-01",
+    )
     webhookUrl = WebhookUrlField(source="webhook_url")
     healthCheckConfig = HealthCheckConfigSerializer(required=False, source="health_check_config")
     autoStopEnabled = StrictBooleanField(default=True, source="auto_stop_enabled")
@@ -74,6 +114,12 @@ class CreateInstanceSerializer(serializers.Serializer):
     billingMode = serializers.ChoiceField(
         choices=["onDemand", "spot"], required=False, source="billing_mode"
     )
+
+    def validate_region(self, value):
+        codes = catalog.region_codes()
+        if value.upper() not in codes:
+            raise serializers.ValidationError(f"Unknown region; regions: {', '.join(codes)}")
+        return value.upper()
 
 
 class StartInstanceSerializer(serializers.Serializer):

@@ -2,10 +2,13 @@
 
 from django.urls import path
 
-from . import autostop_views, views
+from . import autostop_views, catalog_views, views
 from .fleet_views import ComprehensiveInstanceListView
 
 urlpatterns = [
+    path("regions", catalog_views.RegionListView.as_view(), name="catalog-regions"),
+    path("products", catalog_views.ProductListView.as_view(), name="catalog-products"),
+    path("templates", catalog_views.TemplateListView.as_view(), name="catalog-templates"),
     path("instances", views.InstanceListCreateView.as_view(), name="instance-list"),
     path("instances/start", views.StartByNameView.as_view(), name="instance-start-by-name"),
     path("instances/stop", views.StopByNameView.as_view(), name="instance-stop-by-name"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -238,6 +239,25 @@ def offer_price(product: Product, billing_mode: str | None) -> int | None:
     return product.price
 
 
+def _spot_price(product: Product) -> float | None:
+    """The spot price when the product takes spot (upstream says "0" when it does not)."""
+    if not product.spot_price or product.spot_price <= 0:
+        return None
+    if product.billing_methods and SPOT not in product.billing_methods:
+        return None
+    return product.spot_price
+
+
+def _products_in(client: NovitaClient, cluster: Cluster, gpu_num: int, *, spot: bool = False):
+    return _cached(
+        "products",
+        _key("products", client.base_url, cluster.id, gpu_num, SPOT if spot else ""),
+        lambda: client.list_products(
+            cluster_id=cluster.id, gpu_num=gpu_num, billing_method=SPOT if spot else None
+        ),
+    )
+
+
 def resolve_product(
     product_name: str,
     region: str,
@@ -253,13 +273,7 @@ def resolve_product(
     client = client or get_client()
     cluster = resolve_cluster(region, client=client)
     spot = billing_mode == SPOT
-    products = _cached(
-        "products",
-        _key("products", client.base_url, cluster.id, gpu_num, SPOT if spot else ""),
-        lambda: client.list_products(
-            cluster_id=cluster.id, gpu_num=gpu_num, billing_method=SPOT if spot else None
-        ),
-    )
+    products = _products_in(client, cluster, gpu_num, spot=spot)
 
     wanted = (product_name or "").strip().lower()
     offers = [
@@ -331,3 +345,120 @@ def resolve_template(template_id: str, client: NovitaClient | None = None) -> Te
         return _template_spec(template_id, template)
 
     return _cached("templates", _key("template", client.base_url, template_id), fetch)
+
+
+# --- the catalogue as clients see it (GET /api/regions, /api/products, /api/templates) --------
+
+
+@dataclass(slots=True)
+class RegionRow:
+    """A region code of the table and the cluster it maps to right now (None: none listed)."""
+
+    id: str
+    cluster_id: str | None
+    name: str | None
+    available: bool
+
+
+def list_regions(client: NovitaClient | None = None) -> list[RegionRow]:
+    clusters = _clusters(client or get_client())
+    rows = []
+    for code in region_clusters():
+        cluster = _find_cluster(code, clusters)
+        rows.append(
+            RegionRow(
+                id=code,
+                cluster_id=cluster.id if cluster else None,
+                name=cluster.name if cluster else None,
+                available=cluster is not None,
+            )
+        )
+    return rows
+
+
+@dataclass(slots=True)
+class ProductRow:
+    """One product name as offered for `gpu_num` GPUs: best prices, capacity, where offered.
+
+    Prices are USD per hour for the whole instance (gpu_num GPUs), the cheapest offer of that
+    name; `regions` lists every region offering it, whatever region was asked about.
+    """
+
+    name: str
+    gpu: str
+    gpu_memory_gb: int | None
+    gpu_num: int
+    price_per_hour: float | None
+    spot_price_per_hour: float | None
+    available: bool
+    regions: list[str]
+    cpu_per_gpu: int | None
+    memory_per_gpu_gb: int | None
+
+
+_GPU_MEMORY = re.compile(r"^(?P<gpu>.+?)\s+(?P<gb>\d+)\s*GB$", re.IGNORECASE)
+
+
+def offers(gpu_num: int = 1, client: NovitaClient | None = None) -> dict[str, list]:
+    """Every offer of every mapped region, by product name: {name: [(region code, Product)]}.
+
+    One products call per region when cold; served from the products cache when warm.
+    """
+    client = client or get_client()
+    clusters = _clusters(client)
+    by_name: dict[str, list] = {}
+    for code in region_clusters():
+        cluster = _find_cluster(code, clusters)
+        if cluster is None:
+            continue
+        for product in _products_in(client, cluster, gpu_num):
+            name = (product.name or "").strip()
+            if name and product.id and _offered_in(product, cluster):
+                by_name.setdefault(name, []).append((code, product))
+    return by_name
+
+
+def _usd(price, gpu_num: int) -> float | None:
+    from ..models import PRICE_UNIT
+
+    return None if price is None else round(price * gpu_num / PRICE_UNIT, 5)
+
+
+def list_products(
+    region: str | None = None, gpu_num: int = 1, client: NovitaClient | None = None
+) -> list[ProductRow]:
+    """The products clients can ask for, cheapest first; only those offered in `region` when
+    one is given (prices and availability are then that region's)."""
+    rows = []
+    for name, found in offers(gpu_num, client).items():
+        regions = list(dict.fromkeys(code for code, _p in found))
+        here = [p for code, p in found if region is None or code == region]
+        if not here:
+            continue
+        # The prices of what a create would get: offers with capacity, else every offer.
+        priced = [p for p in here if p.available_deploy] or here
+        prices = [p.price for p in priced if p.price is not None]
+        spots = [s for s in (_spot_price(p) for p in priced) if s is not None]
+        cheapest = min(priced, key=lambda p: (p.price is None, p.price or 0))
+        match = _GPU_MEMORY.match(name)
+        rows.append(
+            ProductRow(
+                name=name,
+                gpu=match["gpu"] if match else name,
+                gpu_memory_gb=int(match["gb"]) if match else None,
+                gpu_num=gpu_num,
+                price_per_hour=_usd(min(prices) if prices else None, gpu_num),
+                spot_price_per_hour=_usd(min(spots) if spots else None, gpu_num),
+                available=any(p.available_deploy for p in here),
+                regions=regions,
+                cpu_per_gpu=cheapest.cpu_per_gpu,
+                memory_per_gpu_gb=cheapest.memory_per_gpu,
+            )
+        )
+    return sorted(rows, key=lambda r: (r.price_per_hour is None, r.price_per_hour or 0, r.name))
+
+
+def list_templates(client: NovitaClient | None = None) -> list[Template]:
+    """Every template upstream lists for this account (official, community and its own)."""
+    client = client or get_client()
+    return _cached("templates", _key("templates", client.base_url), client.list_templates)

@@ -3,6 +3,11 @@
 HTTP ports get a GET (2xx-4xx means something is serving); TCP ports such as SSH get a plain
 TCP connect, because an HTTP request to an SSH daemon never succeeds. Only endpoints upstream
 returned for this instance are ever contacted, and redirects are not followed.
+
+Endpoints come as Novita gives them: an HTTP port as `https://<instance>-<port>.<cluster>.
+gpu-instance.novita.ai` (port 443, behind Novita's edge, which answers 502 while the service
+inside is down), a TCP port as `host:port`, and either may come with or without a scheme or a
+port (see probe_target). A 5xx (the edge's 502/503/504 in particular) means "not ready yet".
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ DEFAULT_CONFIG = {
 # One probe never blocks a worker longer than this, whatever timeoutMs says.
 _MAX_PROBE_SECONDS = 10.0
 _MAX_IN_ROUND_PAUSE = 0.5
+# What Novita's edge answers for an HTTP port whose service is not listening (yet).
+EDGE_NOT_READY = frozenset({502, 503, 504})
 
 
 @dataclass
@@ -34,14 +41,43 @@ class ProbeResult:
     detail: str
 
 
-def _host_port(endpoint: str, default_port: int) -> tuple[str, int, str | None]:
-    """Accept `scheme://host:port/path` and bare `host:port`; return host, port, scheme."""
-    if "://" not in endpoint:
-        endpoint = "tcp://" + endpoint
-    parts = urlsplit(endpoint)
-    scheme = parts.scheme.lower()
-    port = parts.port or default_port
-    return parts.hostname or "", port, scheme
+@dataclass(frozen=True)
+class Target:
+    """Where one port is probed: an HTTP(S) URL, or a host and port for a TCP connect."""
+
+    kind: str  # "http" or "tcp"
+    host: str
+    port: int
+    url: str | None = None
+
+
+def probe_target(endpoint: str, kind: str, port: int) -> Target:
+    """Read an endpoint in any form upstream may give it.
+
+    With a scheme: http(s) URLs are probed as given (443 / 80 when they name no port); any
+    other scheme (tcp://) is a TCP connect. Without one, an HTTP port is HTTPS on 443 when no
+    port is named (Novita's edge form), plain HTTP on a named port other than 443; a TCP port is
+    a connect to `host:port`. A TCP endpoint that names no port is tried on the instance's port.
+    """
+    text = endpoint.strip()
+    kind = (kind or "http").lower()
+    if "://" in text:
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        host = parts.hostname or ""
+        if scheme in ("http", "https"):
+            real_port = parts.port or (443 if scheme == "https" else 80)
+            return Target("http", host, real_port, text)
+        return Target("tcp", host, parts.port or port)
+    parts = urlsplit("//" + text)
+    host = parts.hostname or ""
+    if kind != "http":
+        return Target("tcp", host, parts.port or port)
+    netloc = f"[{host}]" if ":" in host else host
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    if parts.port is None or parts.port == 443:
+        return Target("http", host, 443, f"https://{netloc}{path}")
+    return Target("http", host, parts.port, f"http://{netloc}:{parts.port}{path}")
 
 
 def _probe_http(url: str, timeout: float) -> tuple[bool, str]:
@@ -53,6 +89,8 @@ def _probe_http(url: str, timeout: float) -> tuple[bool, str]:
         return False, "timeout"
     except requests.RequestException as exc:
         return False, type(exc).__name__
+    if status in EDGE_NOT_READY:
+        return False, f"HTTP {status} (not ready yet)"
     return status < 500, f"HTTP {status}"
 
 
@@ -76,14 +114,12 @@ def ports_to_probe(port_mappings: list[dict], target_port: int | None) -> list[d
 
 def probe_once(mapping: dict, timeout: float) -> ProbeResult:
     port = int(mapping.get("port") or 0)
-    kind = (mapping.get("type") or "http").lower()
-    host, real_port, scheme = _host_port(mapping["endpoint"], port)
-    if kind == "http" or scheme in ("http", "https"):
-        url = mapping["endpoint"] if scheme in ("http", "https") else f"http://{host}:{real_port}"
-        up, detail = _probe_http(url, timeout)
-        return ProbeResult(port, "http", up, detail)
-    up, detail = _probe_tcp(host, real_port, timeout)
-    return ProbeResult(port, "tcp", up, detail)
+    target = probe_target(mapping["endpoint"], mapping.get("type") or "http", port)
+    if target.kind == "http":
+        up, detail = _probe_http(target.url, timeout)
+    else:
+        up, detail = _probe_tcp(target.host, target.port, timeout)
+    return ProbeResult(port, target.kind, up, detail)
 
 
 def probe(port_mappings: list[dict], config: dict, target_port: int | None) -> list[ProbeResult]:

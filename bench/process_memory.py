@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.stack import Stack, wait_until  # noqa: E402
 
-ROLES = ("web0", "worker0", "beat", "sandbox")
+ROLES = ("web0", "worker0", "outbound0", "beat", "sandbox")
 
 SEED_ROWS = """
 import json

@@ -35,7 +35,9 @@ def run_schedule_once_at_start(sender=None, **kwargs):
     app.loader.import_default_modules()  # registers the tasks (beat itself only sends names)
     for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
         try:
-            app.tasks[entry["task"]].apply_async(**entry.get("options", {}))
+            app.tasks[entry["task"]].apply_async(
+                args=entry.get("args", ()), **entry.get("options", {})
+            )
         except Exception as exc:  # noqa: BLE001 - the regular schedule still runs it later
             logger.warning("beat start: could not send %s (%s)", name, type(exc).__name__)
 

@@ -271,6 +271,28 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Our JSON logging (with secrets masked) applies in workers too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Queues by blast radius. Cost control (monitor, auto-stop, reconcile, migration) never waits
+# behind work whose duration a client controls: webhook deliveries (the client's receiver) and
+# readiness probes (the client's own instance). The Procfile runs one worker for cost control
+# and another for the two outbound queues; every task is routed explicitly (a test checks).
+COST_CONTROL_QUEUE = "cost_control"
+WEBHOOK_QUEUE = "webhooks"
+PROBE_QUEUE = "probes"
+WORKER_QUEUES = (COST_CONTROL_QUEUE, PROBE_QUEUE, WEBHOOK_QUEUE)
+# Anything unrouted (and messages queued before an upgrade) lands here, which the cost-control
+# worker also consumes.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {
+    "instances.tasks.poll_instance": {"queue": COST_CONTROL_QUEUE},
+    "instances.tasks.monitor_sweep": {"queue": COST_CONTROL_QUEUE},
+    "instances.tasks.auto_stop_sweep": {"queue": COST_CONTROL_QUEUE},
+    "instances.tasks.reconcile": {"queue": COST_CONTROL_QUEUE},
+    "instances.tasks.migration_sweep": {"queue": COST_CONTROL_QUEUE},
+    "instances.tasks.deliver_webhook": {"queue": WEBHOOK_QUEUE},
+    "instances.tasks.deliver_due_webhooks": {"queue": WEBHOOK_QUEUE},
+    # The heartbeat is sent to each queue by beat (see the schedule), so each is watched.
+    "ops.tasks.worker_heartbeat": {"queue": COST_CONTROL_QUEUE},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Upstream (Novita) ------------------------------------------------------------------
@@ -384,9 +406,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 60.0},
     },
-    "worker-heartbeat": {
-        "task": "ops.tasks.worker_heartbeat",
-        "schedule": 15.0,
-        "options": {"expires": 30.0},
+    # One heartbeat per queue, run by whichever worker consumes it: /health sees each worker.
+    **{
+        f"worker-heartbeat-{queue}": {
+            "task": "ops.tasks.worker_heartbeat",
+            "schedule": 15.0,
+            "args": (queue,),
+            "options": {"expires": 30.0, "queue": queue},
+        }
+        for queue in WORKER_QUEUES
     },
 }

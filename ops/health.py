@@ -23,6 +23,7 @@ exception class names.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -231,54 +232,117 @@ def check_novita() -> dict:
 # --- job queue and beat -------------------------------------------------------------------
 
 
-def _queue_name() -> str:
-    return getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")
+def _queue_names() -> list[str]:
+    """Every queue a worker consumes: cost control, the outbound ones, and the default."""
+    names = list(getattr(settings, "WORKER_QUEUES", ()))
+    default = getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")
+    return names + ([default] if default not in names else [])
 
 
-def _queue_size() -> int:
-    queue = _queue_name()
+def _enqueued_at(raw: bytes | str) -> float | None:
+    # The `enqueued_at` header every publish carries (ops.signals); None if unreadable.
+    try:
+        value = json.loads(raw).get("headers", {}).get("enqueued_at")
+        return float(value) if value is not None else None
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _queue_stats(queue: str) -> tuple[int, float | None]:
+    """(messages waiting, seconds the oldest of them has waited) for one queue.
+
+    Only messages ready to run are in the broker's queue (a countdown task waits inside a
+    worker), so the age is how long work has been waiting for a free worker.
+    """
     if _redis_url():
-        # kombu keeps priorities 3, 6 and 9 in sibling lists: "<queue>\x06\x16<priority>".
+        # kombu keeps priorities 3, 6 and 9 in sibling lists: "<queue>\x06\x16<priority>";
+        # it pushes on the left and takes from the right, so the right end is the oldest.
         names = [queue] + [f"{queue}\x06\x16{p}" for p in (3, 6, 9)]
         pipe = _redis_client().pipeline(transaction=False)
         for name in names:
             pipe.llen(name)
-        return int(sum(pipe.execute()))
+            pipe.lindex(name, -1)
+        answers = pipe.execute()
+        depth = int(sum(answers[0::2]))
+        stamps = [_enqueued_at(raw) for raw in answers[1::2] if raw]
+        stamps = [s for s in stamps if s is not None]
+        age = max(0.0, time.time() - min(stamps)) if stamps else None
+        return depth, age
     folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]
     wanted = f"{queue}.msg"
-    count = 0
+    depth, oldest_ms = 0, None
     with os.scandir(folder) as entries:
         for entry in entries:
-            # kombu's file names: "<ms>_<uuid>.<queue>.msg".
-            if entry.name.partition(".")[2] == wanted:
-                count += 1
-    return count
+            # kombu's file names: "<ms>_<uuid>.<queue>.msg", ms from the (machine-wide)
+            # monotonic clock at publish time.
+            head, _, tail = entry.name.partition(".")
+            if tail != wanted:
+                continue
+            depth += 1
+            try:
+                ms = int(head.partition("_")[0])
+            except ValueError:
+                continue
+            oldest_ms = ms if oldest_ms is None else min(oldest_ms, ms)
+    age = max(0.0, time.monotonic() - oldest_ms / 1000) if oldest_ms is not None else None
+    return depth, age
+
+
+def _queue_size() -> int:
+    return sum(_queue_stats(queue)[0] for queue in _queue_names())
 
 
 def check_job_queue(redis_up: bool = True, all_totals: dict[str, float] | None = None) -> dict:
+    """The broker, and per queue its depth, the age of its oldest task and its worker.
+
+    Down when the broker fails or the cost-control worker is silent (idle GPUs would keep
+    billing); degraded when only an outbound worker (webhooks, probes) is silent or missing.
+    """
     broker = "redis" if _redis_url() else "filesystem"
-    queue_size = None
     broker_error = None
+    max_age = float(settings.HEALTH_WORKER_MAX_AGE_SECONDS)
+    cost_queue = getattr(settings, "COST_CONTROL_QUEUE", "cost_control")
+    queues = {}
+    for queue in _queue_names():
+        entry = {"depth": None, "oldestTaskAgeSeconds": None}
+        if queue in getattr(settings, "WORKER_QUEUES", ()):
+            entry["worker"] = _heartbeat(f"heartbeat:worker:{queue}", max_age)
+        queues[queue] = entry
     if redis_up or broker == "filesystem":
         try:
-            queue_size = _queue_size()
+            for queue, entry in queues.items():
+                depth, age = _queue_stats(queue)
+                entry["depth"] = depth
+                entry["oldestTaskAgeSeconds"] = round(age, 1) if age is not None else None
         except Exception as exc:  # noqa: BLE001
             broker_error = type(exc).__name__
             logger.warning("health: broker check failed (%s)", broker_error)
     else:
         broker_error = "redis_down"
-    worker = _heartbeat("heartbeat:worker", float(settings.HEALTH_WORKER_MAX_AGE_SECONDS))
+    for entry in queues.values():
+        if "worker" in entry:
+            up = broker_error is None and entry["worker"]["status"] == "up"
+            entry["status"] = "up" if up else "down"
+    worker = _heartbeat(f"heartbeat:worker:{cost_queue}", max_age)
+    if broker_error is not None or worker["status"] != "up":
+        status = "down"
+    elif any(e.get("status") == "down" for e in queues.values()):
+        status = "degraded"
+    else:
+        status = "up"
     all_totals = metrics.totals() if all_totals is None else all_totals
     finished = all_totals.get("jobs:total", 0)
+    depths = [e["depth"] for e in queues.values() if e["depth"] is not None]
     result = {
-        "status": "up" if broker_error is None and worker["status"] == "up" else "down",
-        "queueSize": queue_size,
+        "status": status,
+        "queueSize": sum(depths) if broker_error is None else None,
         # Started minus finished, from task signals; a worker killed mid-task leaves one behind.
         "processing": int(max(0, all_totals.get("jobs:started", 0) - finished)),
         "completed": int(all_totals.get("jobs:succeeded", 0)),
         "failed": int(all_totals.get("jobs:failed", 0)),
         "broker": broker,
         "worker": worker,
+        "queues": queues,
         "lastChecked": iso_now(),
     }
     if broker_error:

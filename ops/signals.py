@@ -6,8 +6,10 @@ task's error propagates (state is then unset). Counting in one place also means 
 counted twice.
 """
 
+import time
+
 from celery import states
-from celery.signals import task_postrun, task_prerun
+from celery.signals import before_task_publish, task_postrun, task_prerun
 
 from . import metrics
 
@@ -33,3 +35,11 @@ def _task_finished(sender=None, task=None, state=None, **kwargs):
     if state not in _NOT_FAILED:
         metrics.record_job_failed(name)
     metrics.record_job(name, state or states.FAILURE)
+
+
+@before_task_publish.connect(dispatch_uid="ops.health.enqueued_at")
+def _stamp_enqueue_time(headers=None, **kwargs):
+    # /health reports how long the oldest waiting task of each queue has waited; Celery's
+    # messages carry no publish time of their own.
+    if headers is not None:
+        headers.setdefault("enqueued_at", time.time())

@@ -95,8 +95,10 @@ class Stack:
         extra_env: dict | None = None,
         step_seconds: float = 0.3,
         web_workers: int = 1,
+        outbound_concurrency: int = 2,
     ):
         self.web_workers = web_workers
+        self.outbound_concurrency = outbound_concurrency
         self.tmp = Path(tempfile.mkdtemp(prefix="ngw-e2e-"))
         self.procs: dict[str, subprocess.Popen] = {}
         self.sandbox_port = free_port()
@@ -224,6 +226,7 @@ class Stack:
             self.start_web(index)
         for index in range(self.workers):
             self.start_worker(index)
+            self.start_outbound_worker(index)
         self.start_beat()
         for port in self.web_ports:
             wait_until(
@@ -274,8 +277,18 @@ class Stack:
         )
 
     def start_worker(self, index: int = 0):
+        """The cost-control worker (monitor, auto-stop, reconcile, migration), as in Procfile."""
+        self._celery_worker(f"worker{index}", "cost_control,celery", 2, f"cost{index}")
+
+    def start_outbound_worker(self, index: int = 0):
+        """The worker for webhook deliveries and readiness probes, as in the Procfile."""
+        self._celery_worker(
+            f"outbound{index}", "probes,webhooks", self.outbound_concurrency, f"out{index}"
+        )
+
+    def _celery_worker(self, name: str, queues: str, concurrency: int, prefix: str):
         self._spawn(
-            f"worker{index}",
+            name,
             [
                 str(BIN / "celery"),
                 "-A",
@@ -284,9 +297,11 @@ class Stack:
                 "--loglevel",
                 "WARNING",
                 "--concurrency",
-                "2",
+                str(concurrency),
+                "-Q",
+                queues,
                 "-n",
-                f"w{index}-{uuid.uuid4().hex[:6]}@%h",
+                f"{prefix}-{uuid.uuid4().hex[:6]}@%h",
             ],
         )
 

@@ -1,5 +1,6 @@
 """GET /health: every dependency really checked, 503 and the short shape only for critical parts."""
 
+import json
 import time
 import uuid
 from unittest import mock
@@ -31,10 +32,13 @@ def upstream():
         yield rsps
 
 
+WORKER_KEYS = ("worker:cost_control", "worker:probes", "worker:webhooks")
+
+
 @pytest.fixture
 def beats_alive():
     now = str(time.time())
-    for key in ("worker", "auto-stop", "reconcile", "migration"):
+    for key in ("auto-stop", "reconcile", "migration", *WORKER_KEYS):
         counters.set_value(f"heartbeat:{key}", now)
 
 
@@ -205,7 +209,7 @@ def test_health_probe_uses_a_short_timeout_and_no_retries(settings):
 
 
 def test_health_job_queue_is_down_without_a_recent_worker_heartbeat(client, upstream, beats_alive):
-    counters.set_value("heartbeat:worker", str(time.time() - 3600))
+    counters.set_value("heartbeat:worker:cost_control", str(time.time() - 3600))
     response = client.get("/health")
     assert response.status_code == 200
     body = response.json()
@@ -215,7 +219,7 @@ def test_health_job_queue_is_down_without_a_recent_worker_heartbeat(client, upst
 
 
 def test_health_job_queue_is_down_when_the_broker_is_unreachable(client, upstream, beats_alive):
-    with mock.patch.object(health, "_queue_size", side_effect=OSError("no broker")):
+    with mock.patch.object(health, "_queue_stats", side_effect=OSError("no broker")):
         body = client.get("/health").json()
     assert body["services"]["jobQueue"] == "down"
     assert body["dependencies"]["jobQueue"]["error"] == "OSError"
@@ -226,7 +230,7 @@ def test_health_counts_messages_waiting_in_the_broker(
 ):
     # A private queue name (and folder), so no real worker ever sees these messages.
     queue = f"ngw-test-{uuid.uuid4().hex[:8]}"
-    with mock.patch.object(health, "_queue_name", return_value=queue):
+    with mock.patch.object(health, "_queue_names", return_value=[queue]):
         if settings.REDIS_URL:
             conn = health._redis_client()
             conn.rpush(queue, "a", "b")
@@ -249,7 +253,8 @@ def test_health_counts_messages_waiting_in_the_broker(
 
 
 def test_health_treats_missing_sweep_heartbeats_as_unknown(client, upstream):
-    counters.set_value("heartbeat:worker", str(time.time()))
+    for key in WORKER_KEYS:
+        counters.set_value(f"heartbeat:{key}", str(time.time()))
     body = client.get("/health").json()
     assert body["status"] == "healthy"
     assert body["services"]["migrationService"] == "unknown"
@@ -311,3 +316,62 @@ def test_health_needs_no_api_key_and_reveals_no_secrets(client, upstream, beats_
 def test_health_answers_head_and_refuses_post(client, upstream):
     assert client.head("/health").status_code in (200, 503)
     assert client.post("/health").status_code == 405
+
+
+def test_health_reports_each_queue_with_its_worker(client, upstream, beats_alive):
+    queues = client.get("/health").json()["dependencies"]["jobQueue"]["queues"]
+    assert {"cost_control", "probes", "webhooks"} <= set(queues)
+    for name in ("cost_control", "probes", "webhooks"):
+        assert queues[name]["status"] == "up"
+        assert queues[name]["worker"]["status"] == "up"
+        assert set(queues[name]) >= {"depth", "oldestTaskAgeSeconds"}
+
+
+def test_a_silent_outbound_worker_degrades_but_cost_control_stays_up(client, upstream, beats_alive):
+    counters.set_value("heartbeat:worker:webhooks", str(time.time() - 3600))
+    body = client.get("/health").json()
+    job_queue = body["dependencies"]["jobQueue"]
+    assert job_queue["status"] == "degraded"
+    assert job_queue["queues"]["webhooks"]["status"] == "down"
+    assert job_queue["queues"]["cost_control"]["status"] == "up"
+    assert body["status"] == "degraded"
+
+
+def test_health_reports_the_age_of_the_oldest_waiting_task(
+    client, upstream, beats_alive, tmp_path, settings
+):
+    queue = f"ngw-test-{uuid.uuid4().hex[:8]}"
+    settings.WORKER_QUEUES = (queue,)
+    counters.set_value(f"heartbeat:worker:{queue}", str(time.time()))
+    with mock.patch.object(health, "_queue_names", return_value=[queue]):
+        if settings.REDIS_URL:
+            conn = health._redis_client()
+            old, new = time.time() - 42, time.time() - 1
+            # kombu pushes on the left: the right end is the oldest message.
+            conn.lpush(queue, json.dumps({"headers": {"enqueued_at": old}}))
+            conn.lpush(queue, json.dumps({"headers": {"enqueued_at": new}}))
+            try:
+                body = client.get("/health").json()
+            finally:
+                conn.delete(queue)
+        else:
+            now_ms = int(time.monotonic() * 1000)
+            (tmp_path / f"{now_ms - 42000}_a.{queue}.msg").write_text("{}")
+            (tmp_path / f"{now_ms - 1000}_b.{queue}.msg").write_text("{}")
+            settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+                **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+                "data_folder_in": str(tmp_path),
+            }
+            body = client.get("/health").json()
+    entry = body["dependencies"]["jobQueue"]["queues"][queue]
+    assert entry["depth"] == 2
+    assert 41 <= entry["oldestTaskAgeSeconds"] < 50
+
+
+def test_published_tasks_carry_their_enqueue_time():
+    from ops.signals import _stamp_enqueue_time
+
+    headers = {}
+    before = time.time()
+    _stamp_enqueue_time(headers=headers)
+    assert before <= headers["enqueued_at"] <= time.time()

@@ -6,6 +6,7 @@ import secrets
 import time
 from urllib.parse import unquote_plus
 
+from csp.middleware import CSPMiddleware
 from django import db
 from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
@@ -137,3 +138,13 @@ class RejectControlCharactersMiddleware:
                     [{"field": part, "message": "control characters are not allowed"}],
                 )
         return self.get_response(request)
+
+
+class PageContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's policy on HTML pages only (admin, API docs). JSON answers carry no markup to
+    protect, and the API's hot paths skip building the header."""
+
+    def process_response(self, request, response):
+        if not response.get("Content-Type", "").startswith("text/html"):
+            return response
+        return super().process_response(request, response)

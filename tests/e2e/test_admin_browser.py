@@ -79,6 +79,8 @@ def browser():
         f"--user-data-dir={profile}",
     ]:
         options.add_argument(arg)
+    # Console messages (CSP violations among them) are read back by the tests.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # An explicit driver path: Selenium Manager never runs, nothing is downloaded.
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
@@ -269,3 +271,74 @@ def test_operator_stops_an_instance_from_the_admin(
     stopping = browser.find_element(By.CSS_SELECTOR, "#by-status tr[data-status=stopping] .count")
     assert stopping.text == "1"
     assert browser.find_element(By.CSS_SELECTOR, "#fig-spend .value").text == "$0.00/h"
+
+
+def _csp_violations(driver) -> list[str]:
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if "Content Security Policy" in entry["message"] or "Refused to" in entry["message"]
+    ]
+
+
+def test_admin_and_api_docs_work_under_the_content_security_policy(
+    browser, sandbox, live_server, transactional_db, plain_http_cookies
+):
+    import requests
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    base = live_server.url
+    for path in ("/admin/login/", "/api/docs/"):
+        header = requests.get(f"{base}{path}", timeout=10).headers["Content-Security-Policy"]
+        scripts = next(d for d in header.split(";") if d.strip().startswith("script-src"))
+        assert scripts.split() == ["script-src", "'self'"]
+    (upstream_id,) = sandbox.seed_instances(1, status="running", name_prefix="csp")
+    instance = Instance.objects.create(
+        name="csp-gpu",
+        novita_instance_id=upstream_id,
+        product_name="RTX 4090 24GB",
+        template_id="pytorch-jupyter",
+        status=Status.READY,
+        desired_status=Desired.RUNNING,
+        ready_at=timezone.now() - timedelta(minutes=5),
+    )
+    admin_ops.sync_now(instance, actor="setup")
+    get_user_model().objects.create_superuser("operator", "op@example.com", PASSWORD)
+    wait = _wait(browser)
+
+    browser.get(f"{base}/admin/login/?next=/admin/")
+    browser.find_element(By.ID, "id_username").send_keys("operator")
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "#login-form [type=submit]").click()
+    wait.until(ec.presence_of_element_located((By.ID, "operator-dashboard-link")))
+    pages = [
+        ("/admin/dashboard/", "by-status"),
+        ("/admin/instances/instance/", "changelist"),
+        (f"/admin/instances/instance/{instance.pk}/change/", "content-main"),
+        ("/admin/ops/apikey/add/", "apikey_form"),
+    ]
+    for path, element_id in pages:
+        browser.get(f"{base}{path}")
+        wait.until(ec.presence_of_element_located((By.ID, element_id)))
+    # Issue a key: it is shown once on the next page, and no cookie carries it.
+    browser.find_element(By.ID, "id_name").send_keys("csp-team")
+    browser.find_element(By.NAME, "_save").click()
+    message = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li")))
+    assert "ngw_" in message.text
+    assert all("ngw_" not in cookie["value"] for cookie in browser.get_cookies())
+    # The admin's own scripts still run: the action checkbox toggles the selection counter.
+    browser.get(f"{base}/admin/instances/instance/")
+    browser.find_element(By.ID, "action-toggle").click()
+    counter = browser.find_element(By.CSS_SELECTOR, ".action-counter")
+    wait.until(lambda d: "1 of 1 selected" in counter.text)
+
+    browser.get(f"{base}/api/docs/")
+    title = wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .info .title"))
+    )
+    assert "Novita GPU gateway API" in title.text
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".opblock")))
+    _full_page_screenshot(browser, "api-docs.png")
+    violations = _csp_violations(browser)
+    assert violations == [], "\n".join(violations)

@@ -331,6 +331,19 @@ def test_admin_creates_a_key_and_shows_it_once(operator):
         assert key.prefix in page
 
 
+def test_an_issued_key_never_travels_in_a_cookie(operator):
+    response = operator.post("/admin/ops/apikey/add/", {"name": "team-b"})
+    assert response.status_code == 302
+    # The key waits server-side (in the session) for the next page, not in the messages cookie.
+    assert "messages" not in response.cookies
+    assert all("ngw_" not in morsel.value for morsel in response.cookies.values())
+    page = operator.get(response["Location"])
+    assert "messages" not in page.cookies
+    shown = [str(m) for m in page.context["messages"] if "copy it now" in str(m)]
+    assert len(shown) == 1 and "ngw_" in shown[0]
+    assert not [m for m in operator.get("/admin/").context["messages"] if "ngw_" in str(m)]
+
+
 def test_admin_add_form_asks_only_for_a_name(operator):
     form = operator.get("/admin/ops/apikey/add/").context["adminform"].form
     assert list(form.fields) == ["name"]

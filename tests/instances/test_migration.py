@@ -350,7 +350,7 @@ def running_spot_instance(sandbox, make_instance, name="spot-box"):
         image_url="pytorch/pytorch:latest",
         ports="8888/http,22/tcp",
         billing_mode="spot",
-        cluster_id="CN-HK-01",
+        cluster_id="cn-hongkong-1",
     )
     wait_for(lambda: sandbox.status(upstream_id) == "running")
     detail = sandbox.get(upstream_id)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+# Real cluster ids are slugs; names are display names, some of them the contract's region codes
+# ({id: "cn-hongkong-1", name: "CN-HK-01"}), some with a place ("US-01 (Dallas)"). The gateway
+# maps region codes to these through its region table (instances/novita/catalog.py); Dallas is
+# deliberately in no region.
 CLUSTERS = (
-    {"id": "CN-HK-01", "name": "Hong Kong 01"},
-    {"id": "US-WEST-01", "name": "US West (Oregon) 01"},
-    {"id": "EU-WEST-01", "name": "EU West (Frankfurt) 01"},
-    {"id": "AS-SGP-02", "name": "Singapore 02"},
+    {"id": "cn-hongkong-1", "name": "CN-HK-01"},
+    {"id": "us-west-1", "name": "US-WEST-01 (Oregon)"},
+    {"id": "eu-west-1", "name": "EU-WEST-01 (Frankfurt)"},
+    {"id": "as-sgp-2", "name": "AS-SGP-02"},
+    {"id": "us-dallas-1", "name": "US-01 (Dallas)"},
 )
+_HK, _US, _EU, _SGP, _DAL = (c["name"] for c in CLUSTERS)
 
 
 def _product(
@@ -46,24 +52,26 @@ def _product(
     }
 
 
+# A product's `regions` hold cluster display names (empty would mean every cluster).
 PRODUCTS = (
     # Two offers with the same display name in the same region at different prices: the
     # gateway has to pick one (e.g. the cheapest deployable) rather than match by name.
-    _product("4090.16c.62g-hk-a", "RTX 4090 24GB", ["CN-HK-01"], 35000, spot=18000),
-    _product("4090.16c.62g-hk-b", "RTX 4090 24GB", ["CN-HK-01"], 39000, inventory="high"),
-    _product("4090.16c.62g-us", "RTX 4090 24GB", ["US-WEST-01", "EU-WEST-01"], 36000, spot=19000),
-    _product("a100.24c.120g", "A100 80GB", ["US-WEST-01", "AS-SGP-02"], 160000, cpu=24, mem=120),
+    _product("4090.16c.62g-hk-a", "RTX 4090 24GB", [_HK], 35000, spot=18000),
+    _product("4090.16c.62g-hk-b", "RTX 4090 24GB", [_HK], 39000, inventory="high"),
+    _product("4090.16c.62g-us", "RTX 4090 24GB", [_US, _EU], 36000, spot=19000),
+    _product("a100.24c.120g", "A100 80GB", [_US, _SGP], 160000, cpu=24, mem=120),
     _product(
         "h100.24c.200g",
         "H100 80GB",
-        ["EU-WEST-01"],
+        [_EU],
         250000,
         cpu=24,
         mem=200,
         deploy=False,
     ),
-    _product("l40s.16c.62g", "L40S 48GB", ["AS-SGP-02"], 86000, spot=43000, inventory="low"),
-    _product("3090.12c.46g", "RTX 3090 24GB", ["AS-SGP-02", "CN-HK-01"], 21000, cpu=12, mem=46),
+    _product("l40s.16c.62g", "L40S 48GB", [_SGP], 86000, spot=43000, inventory="low"),
+    _product("3090.12c.46g", "RTX 3090 24GB", [_SGP, _HK], 21000, cpu=12, mem=46),
+    _product("4090.16c.62g-dal", "RTX 4090 24GB", [_DAL], 33000),
 )
 
 # Novita's newer template docs say `createdAt`, older ones `createTime`: the first template
@@ -128,6 +136,21 @@ TEMPLATES = (
 
 _PRODUCTS_BY_ID = {p["id"]: p for p in PRODUCTS}
 _CLUSTER_NAMES = {c["id"]: c["name"] for c in CLUSTERS}
+
+
+def offered_in(product: dict, cluster_id: str) -> bool:
+    """Whether a product is offered in a cluster: its `regions` name the cluster (or are empty)."""
+    return not product["regions"] or _CLUSTER_NAMES.get(cluster_id) in product["regions"]
+
+
+def home_cluster(product: dict) -> str:
+    """The cluster a create without clusterId lands in: the first one the product names."""
+    for cluster in CLUSTERS:
+        if offered_in(product, cluster["id"]):
+            return cluster["id"]
+    return CLUSTERS[0]["id"]
+
+
 _TEMPLATES_BY_ID = {t["Id"]: t for t in TEMPLATES}
 _DEPLOYABLE = tuple(p for p in PRODUCTS if p["availableDeploy"])
 _SEED_PORTS = ((8888, "http"), (22, "tcp"))

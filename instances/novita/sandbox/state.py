@@ -77,6 +77,8 @@ from .catalog import (
     CLUSTERS,
     PRODUCTS,
     TEMPLATES,
+    home_cluster,
+    offered_in,
 )
 from .ports import PortListeners
 from .server import _Handler, _QuietServer
@@ -505,7 +507,7 @@ class Sandbox(PortListeners):
                 inst.id = self._new_id(self._instances)
                 inst.name = f"{name_prefix}-{start + i}"
                 inst.product = product
-                inst.cluster_id = product["regions"][0]
+                inst.cluster_id = home_cluster(product)
                 inst.image_url = TEMPLATES[0]["image"]
                 inst.image_auth_id = ""
                 inst.command = ""
@@ -683,14 +685,14 @@ class Sandbox(PortListeners):
     def api_clusters(self, q: dict) -> dict:
         data = []
         for c in CLUSTERS:
-            gpus = sorted({p["name"] for p in PRODUCTS if c["id"] in p["regions"]})
+            gpus = sorted({p["name"] for p in PRODUCTS if offered_in(p, c["id"])})
             data.append(
                 {
                     "id": c["id"],
                     "name": c["name"],
                     "availableGpuType": gpus,
-                    "supportNetworkStorage": c["id"] != "AS-SGP-02",
-                    "supportInstanceNetwork": c["id"] == "US-WEST-01",
+                    "supportNetworkStorage": c["id"] != "as-sgp-2",
+                    "supportInstanceNetwork": c["id"] == "us-west-1",
                 }
             )
         return {"data": data}
@@ -698,7 +700,8 @@ class Sandbox(PortListeners):
     def api_products(self, q: dict) -> dict:
         cluster = q.get("clusterId") or ""
         name = (q.get("productName") or "").strip().lower()
-        billing = q.get("billingMethod") or ""
+        # Novita documents onDemand as the default offer type.
+        billing = q.get("billingMethod") or "onDemand"
         gpu_num = _int_param(q, "gpuNum", 0, 0, 8)
         min_cpu = _int_param(q, "minCpuPerGpu", 0, 0)
         min_mem = _int_param(q, "minMemoryPerGpu", 0, 0)
@@ -708,7 +711,7 @@ class Sandbox(PortListeners):
         del gpu_num  # accepted and validated; every product scales to 8 GPUs
         out = []
         for p in PRODUCTS:
-            if cluster and p["regions"] and cluster not in p["regions"]:
+            if cluster and not offered_in(p, cluster):
                 continue
             if name and name not in p["name"].lower():
                 continue
@@ -801,12 +804,12 @@ class Sandbox(PortListeners):
         if cluster:
             if cluster not in _CLUSTER_NAMES:
                 raise _bad_param(f"unknown clusterId {cluster}")
-            if product["regions"] and cluster not in product["regions"]:
+            if not offered_in(product, cluster):
                 raise ApiError(
                     400, "INSUFFICIENT_RESOURCE", f"{product['name']} is not offered in {cluster}"
                 )
         else:
-            cluster = (product["regions"] or [CLUSTERS[0]["id"]])[0]
+            cluster = home_cluster(product)
 
         with self._lock:
             now = time.time()

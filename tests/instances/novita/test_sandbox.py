@@ -147,9 +147,15 @@ def test_unknown_instance_is_http_400_resource_not_found(api):
 # -- catalogue -------------------------------------------------------------------------------
 
 
-def test_clusters_use_region_codes_as_ids(api):
+def test_clusters_have_slug_ids_and_display_names(api):
     clusters = api.get("/clusters").json()["data"]
-    assert {c["id"] for c in clusters} == {"CN-HK-01", "US-WEST-01", "EU-WEST-01", "AS-SGP-02"}
+    assert {c["id"]: c["name"] for c in clusters} == {
+        "cn-hongkong-1": "CN-HK-01",
+        "us-west-1": "US-WEST-01 (Oregon)",
+        "eu-west-1": "EU-WEST-01 (Frankfurt)",
+        "as-sgp-2": "AS-SGP-02",
+        "us-dallas-1": "US-01 (Dallas)",
+    }
     for cluster in clusters:
         assert cluster["name"]
         assert isinstance(cluster["availableGpuType"], list)
@@ -158,11 +164,11 @@ def test_clusters_use_region_codes_as_ids(api):
 
 def test_products_include_duplicate_offers_and_an_undeployable_one(api):
     products = api.get("/products").json()["data"]
-    cluster_ids = {c["id"] for c in api.get("/clusters").json()["data"]}
+    cluster_names = {c["name"] for c in api.get("/clusters").json()["data"]}
     for product in products:
         assert isinstance(product["price"], int)
         assert isinstance(product["spotPrice"], str)
-        assert set(product["regions"]) <= cluster_ids
+        assert set(product["regions"]) <= cluster_names
     hk_4090 = [p for p in products if p["name"] == "RTX 4090 24GB" and "CN-HK-01" in p["regions"]]
     assert len(hk_4090) == 2
     assert hk_4090[0]["price"] != hk_4090[1]["price"]
@@ -170,7 +176,7 @@ def test_products_include_duplicate_offers_and_an_undeployable_one(api):
 
 
 def test_products_filter_by_cluster_fuzzy_name_and_billing(api):
-    by_cluster = api.get("/products", clusterId="AS-SGP-02").json()["data"]
+    by_cluster = api.get("/products", clusterId="as-sgp-2").json()["data"]
     assert by_cluster and all("AS-SGP-02" in p["regions"] for p in by_cluster)
     fuzzy = api.get("/products", productName="4090").json()["data"]
     assert fuzzy and all("4090" in p["name"] for p in fuzzy)
@@ -210,7 +216,7 @@ def test_get_instance_has_upstream_shape(api):
     view = api.get("/gpu/instance", instanceId=instance_id).json()
     assert view["id"] == instance_id
     assert view["name"] == "test-box"
-    assert view["clusterId"] == "CN-HK-01"
+    assert (view["clusterId"], view["clusterName"]) == ("cn-hongkong-1", "CN-HK-01")
     assert (view["cpuNum"], view["memory"], view["gpuNum"]) == ("16", "62", "1")
     assert view["envs"] == [{"key": "A", "value": "1"}]
     assert {m["port"]: m["type"] for m in view["portMappings"]} == {8888: "http", 22: "tcp"}

@@ -91,6 +91,9 @@ class SandboxProcess:
                 "0.05",
                 "--api-key",
                 API_KEY,
+                # The bare loop below starts at 1 and relies on this numbering.
+                "--page-numbering",
+                "zero-as-one",
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -293,7 +296,9 @@ def main() -> int:
     call_command("migrate", verbosity=0)
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     if in_process:
-        sb = Sandbox(api_key=API_KEY, step_seconds=0.05).serve(host="127.0.0.1", port=0)
+        sb = Sandbox(api_key=API_KEY, step_seconds=0.05, page_numbering="zero-as-one").serve(
+            host="127.0.0.1", port=0
+        )
     else:
         sb = SandboxProcess()
     print(f"sandbox {'in this process' if in_process else 'in its own process'}: {sb.base_url}")

@@ -113,12 +113,7 @@ def instances_left(sb):
 @pytest.mark.parametrize(
     "modes",
     [
-        pytest.param(
-            ("--page-numbering", "zero", "--not-found", "400"),
-            # Remove once the client's listings start at page 0 (issue 14, i14a's half): strict,
-            # so the fix makes this fail until the mark goes.
-            marks=pytest.mark.xfail(strict=True, reason="client listings start at page 1"),
-        ),
+        ("--page-numbering", "zero", "--not-found", "400"),
         ("--page-numbering", "one", "--not-found", "404-json"),
         ("--page-numbering", "zero-as-one", "--not-found", "400", "--route-404", "html"),
     ],

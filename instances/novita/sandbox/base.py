@@ -65,7 +65,9 @@ _DEFAULT_REASONS = {
 # empty page (the jobs doc's curl example, the MCP server); "zero-as-one" = 0 and 1 both answer
 # the first page.
 PAGE_NUMBERINGS = ("zero", "one", "zero-as-one")
-DEFAULT_PAGE_NUMBERING = "zero-as-one"
+# The default follows the strongest evidence: sources that ran against the live API (Novita's
+# CLI and its end-to-end test, a third-party SDK's live tests) all start at 0.
+DEFAULT_PAGE_NUMBERING = "zero"
 # Unknown instance id: "400" = 400 RESOURCE_NOT_FOUND (the documented error table);
 # "404-json" = 404 whose JSON body names the missing resource; "404-route" = 404 API_NOT_FOUND,
 # indistinguishable from a wrong route (an upstream the gateway's "gone" rule cannot use).

@@ -15,7 +15,7 @@ Design notes:
 - Only 127.0.0.1 (or the loopback host given to serve()) is ever bound.
 
 Choices where the upstream is undocumented or ambiguous:
-- pageNum starts at 1; 0 is treated as 1. Lists are newest first.
+- pageNum starts at 0 by default (page_numbering selects 0, 1 or 0-as-1). Lists are newest first.
 - List items carry productId/productName/rootfsSize/spotStatus/spotReclaimTime; get-instance
   (like the current upstream doc) does not carry the spot fields.
 - Migrate keeps the instance id and answers {}; progress is a job of type instanceMigrate.

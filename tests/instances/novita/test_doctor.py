@@ -49,16 +49,8 @@ def deleted_or_deleting(sb, instance_id):
     return sb.status(instance_id) in (None, "toRemove", "removing", "removed")
 
 
-# Remove the xfail once the client's listings start at page 0 (issue 14, i14a's half): strict,
-# so the fix makes these fail until the mark goes.
-_CLIENT_STARTS_AT_ONE = pytest.mark.xfail(strict=True, reason="client listings start at page 1")
-
-
 @pytest.mark.parametrize("not_found", ["400", "404-json"])
-@pytest.mark.parametrize(
-    "page_numbering",
-    [pytest.param("zero", marks=_CLIENT_STARTS_AT_ONE), "one", "zero-as-one"],
-)
+@pytest.mark.parametrize("page_numbering", PAGE_NUMBERINGS)
 def test_every_assumption_holds_against_the_sandbox_in_each_mode(
     sandbox, page_numbering, not_found
 ):

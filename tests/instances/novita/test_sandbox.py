@@ -322,11 +322,11 @@ def test_failed_instance_carries_status_error(api, sb):
 # -- listing ---------------------------------------------------------------------------------
 
 
-def test_instance_list_paginates_from_page_one_with_total(api):
+def test_instance_list_paginates_from_page_zero_by_default_with_total(api):
     ids = {api.create(name=f"box-{i}") for i in range(5)}
-    first = api.get("/gpu/instances", pageSize=2, pageNum=1).json()
-    second = api.get("/gpu/instances", pageSize=2, pageNum=2).json()
-    third = api.get("/gpu/instances", pageSize=2, pageNum=3).json()
+    first = api.get("/gpu/instances", pageSize=2, pageNum=0).json()
+    second = api.get("/gpu/instances", pageSize=2, pageNum=1).json()
+    third = api.get("/gpu/instances", pageSize=2, pageNum=2).json()
     assert first["total"] == second["total"] == third["total"] == 5
     pages = [first, second, third]
     assert [len(p["instances"]) for p in pages] == [2, 2, 1]
@@ -354,7 +354,7 @@ def test_seeding_ten_thousand_instances_still_lists_in_pages(api, sb):
     ids = sb.seed_instances(10_000)
     assert len(set(ids)) == 10_000
     seen = set()
-    for page in (1, 2, 100):
+    for page in (0, 1, 99):
         body = api.get("/gpu/instances", pageSize=100, pageNum=page).json()
         assert body["total"] == 10_000
         assert len(body["instances"]) == 100

@@ -173,6 +173,14 @@ def when(value: str) -> str:
     return f"in {amount}" if delta > 0 else f"{amount} ago"
 
 
+def list_item(value) -> str:
+    if not isinstance(value, dict):
+        return str(value)
+    if "port" in value:  # a template's or instance's port: "8888/http"
+        return f"{value['port']}/{value.get('type') or 'tcp'}"
+    return str(value.get("name") or value.get("id") or value)
+
+
 def cell(key: str, value, relative: bool = False) -> str:
     if value is None:
         return ""
@@ -187,9 +195,7 @@ def cell(key: str, value, relative: bool = False) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return ", ".join(
-            str(v.get("name") or v.get("id") or v) if isinstance(v, dict) else str(v) for v in value
-        )
+        return ", ".join(list_item(v) for v in value)
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     return str(value)
@@ -384,8 +390,9 @@ def catalog(ctx, region, gpus, as_json):
             items(products, "products"),
             [
                 ("name", "Product"),
-                ("gpuType", "GPU"),
-                ("gpuMemory", "GPU memory"),
+                ("gpu", "GPU"),
+                ("gpuMemoryGb", "GPU GB"),
+                ("gpuNum", "GPUs"),
                 ("pricePerHour", "On-demand $/h"),
                 ("spotPricePerHour", "Spot $/h"),
                 ("available", "Available"),

@@ -159,3 +159,50 @@ def test_a_page_that_is_not_the_gateway_is_a_plain_error(gateway):
     result = run("ls")
     assert result.exit_code == ExitCode.ERROR
     assert "is NGW_URL the gateway?" in result.output
+
+
+def test_catalog_prints_products_with_prices_and_templates_with_ports(gateway):
+    gateway.get(
+        f"{URL}/api/regions",
+        json={"regions": [{"id": "CN-HK-01", "clusterId": "hk-1", "available": True}], "total": 1},
+    )
+    gateway.get(
+        f"{URL}/api/products",
+        json={
+            "products": [
+                {
+                    "name": "RTX 4090 24GB",
+                    "gpu": "RTX 4090",
+                    "gpuMemoryGb": 24,
+                    "gpuNum": 2,
+                    "pricePerHour": 0.7,
+                    "spotPricePerHour": 0.36,
+                    "available": True,
+                    "regions": ["CN-HK-01", "US-WEST-01"],
+                }
+            ],
+            "total": 1,
+        },
+    )
+    gateway.get(
+        f"{URL}/api/templates",
+        json={
+            "templates": [
+                {
+                    "id": "pytorch-jupyter",
+                    "name": "PyTorch + Jupyter",
+                    "image": "pytorch/pytorch:2.3.1",
+                    "ports": [{"port": 8888, "type": "http"}, {"port": 22, "type": "tcp"}],
+                }
+            ],
+            "total": 1,
+        },
+    )
+    result = CliRunner().invoke(
+        cli.main, ["--url", URL, "catalog", "--gpus", "2"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    assert gateway.calls[1].request.url == f"{URL}/api/products?gpuNum=2"
+    for text in ("CN-HK-01", "RTX 4090 24GB", "$0.70", "$0.36", "CN-HK-01, US-WEST-01"):
+        assert text in result.output
+    assert "pytorch-jupyter" in result.output and "8888/http, 22/tcp" in result.output

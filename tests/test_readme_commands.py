@@ -17,7 +17,14 @@ from tests.e2e.stack import free_port
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(Path(sys.executable))
 # The manage.py commands this file runs; the README may show no other.
-COVERED = {"check", "createsuperuser", "issue_api_key", "novita_sandbox", "api_docs"}
+COVERED = {
+    "check",
+    "createsuperuser",
+    "issue_api_key",
+    "novita_sandbox",
+    "novita_doctor",
+    "api_docs",
+}
 
 
 def clean_env(var_dir: Path, **extra) -> dict:
@@ -144,7 +151,7 @@ def test_api_docs_finds_the_reference_in_docs_current(installed):
     assert "are current" in result.stdout
 
 
-def test_novita_sandbox_starts_and_answers(installed):
+def test_novita_sandbox_starts_answers_and_passes_the_doctor(installed):
     env, _ = installed
     port = free_port()
     proc = subprocess.Popen(
@@ -167,6 +174,15 @@ def test_novita_sandbox_starts_and_answers(installed):
             except requests.RequestException:
                 time.sleep(0.3)
         assert answered, proc.stderr.read().decode() if proc.poll() is not None else "no answer"
+        # The doctor's read-only checks, pointed at the sandbox like a user would at Novita.
+        doctor = manage(
+            "novita_doctor",
+            "--base-url",
+            f"http://127.0.0.1:{port}/gpu-instance/openapi",
+            env={**env, "NOVITA_API_KEY": "sandbox-key"},
+            timeout=180,
+        )
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)

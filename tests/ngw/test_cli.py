@@ -1,6 +1,8 @@
 """`ngw` against a mocked gateway: what it prints and exits with when the gateway is older, down,
 slow, refuses or fails. (tests/e2e/test_cli_e2e.py drives it against a live one.)"""
 
+import json
+
 import pytest
 import requests
 import responses
@@ -206,3 +208,49 @@ def test_catalog_prints_products_with_prices_and_templates_with_ports(gateway):
     for text in ("CN-HK-01", "RTX 4090 24GB", "$0.70", "$0.36", "CN-HK-01, US-WEST-01"):
         assert text in result.output
     assert "pytorch-jupyter" in result.output and "8888/http, 22/tcp" in result.output
+
+
+def test_autostop_run_asks_for_a_real_run_and_lists_what_it_stopped(gateway):
+    gateway.get(
+        f"{URL}/api/instances/auto-stop/stats",
+        json={
+            "schedulerRunning": True,
+            "checkIntervalMinutes": 5,
+            "defaultInactivityThresholdMinutes": 20,
+            "totalStopped": 3,
+        },
+    )
+    trigger = gateway.post(
+        f"{URL}/api/instances/auto-stop/trigger",
+        json={
+            "dryRun": False,
+            "candidates": [
+                {
+                    "instanceId": "inst_1",
+                    "name": "demo",
+                    "idleMinutes": 23.5,
+                    "thresholdMinutes": 20,
+                    "reason": "idle 23 min > 20 min threshold",
+                    "action": "stopped",
+                }
+            ],
+        },
+    )
+    result = CliRunner().invoke(
+        cli.main, ["--url", URL, "autostop", "--run"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(trigger.calls[0].request.body) == {"dryRun": False}
+    assert "scheduler running, checks every 5 min" in result.output
+    assert "Stopped" in result.output and "idle 23 min > 20 min threshold" in result.output
+
+
+def test_autostop_without_run_is_a_dry_run(gateway):
+    gateway.get(f"{URL}/api/instances/auto-stop/stats", json={"schedulerRunning": False})
+    trigger = gateway.post(
+        f"{URL}/api/instances/auto-stop/trigger", json={"dryRun": True, "candidates": []}
+    )
+    result = run("autostop")
+    assert result.exit_code == 0, result.output
+    assert json.loads(trigger.calls[0].request.body) == {"dryRun": True}
+    assert "not running" in result.output and "no idle instance" in result.output

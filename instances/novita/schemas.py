@@ -325,6 +325,8 @@ class UpstreamInstance:
     spot_status: str | None = None
     spot_reclaim_time: int | None = None  # None when no reclaim has started ("0" upstream)
     created_at: datetime | None = None
+    # Types of the jobs upstream runs on it now (get-instance's `jobs`, e.g. saveImage).
+    running_jobs: list[str] = field(default_factory=list)
 
     @classmethod
     def from_api(cls, data: Any) -> UpstreamInstance:
@@ -361,6 +363,9 @@ class UpstreamInstance:
             spot_status=as_str(get("spotStatus")),
             spot_reclaim_time=reclaim if reclaim else None,
             created_at=as_datetime(get("createdAt")),
+            running_jobs=[
+                as_str(as_dict(job).get("type")) or "job" for job in as_list(get("jobs"))
+            ],
         )
 
 

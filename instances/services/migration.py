@@ -9,6 +9,12 @@ takes it through readiness probing to `ready`); this sweep follows the upstream 
 (instanceMigrate / autoInstanceMigrate, matched on instanceId) to catch a failed migration, and
 reports one that takes longer than MIGRATION_TIMEOUT_MINUTES. Both end in `failed` with the
 reason recorded and a webhook, never in silence.
+
+A migration starts only when upstream allows it: not while the reclaim is only announced
+(spotStatus `notified`), while the instance is between states, or while upstream runs a job on
+it (the cases Novita's console hides the action for). A migrate call upstream refuses (4xx) is
+asked again with backoff until MIGRATION_TIMEOUT_MINUTES have passed since the first refusal,
+and only then ends in `failed`: a refusal often just means "not yet".
 """
 
 from __future__ import annotations
@@ -41,6 +47,30 @@ NAME_LOOKUP_LIMIT = 10
 # Upstream's job clock and ours differ; a job this much older than our migrate call still counts.
 JOB_CLOCK_SLACK = timedelta(minutes=2)
 FIRST_POLL_DELAY = 2.0
+# Upstream statuses in which a migrate call is pointless: the instance is between states.
+_BUSY_UPSTREAM = frozenset(
+    {
+        "tocreate",
+        "creating",
+        "pending",
+        "pulling",
+        "tostart",
+        "starting",
+        "tostop",
+        "stopping",
+        "torestart",
+        "restarting",
+        "toremove",
+        "removing",
+        "removed",
+        "toreset",
+        "resetting",
+        "freezing",
+    }
+)
+# A refused migrate is asked again after 30 s, 60 s, ... at most every 5 minutes.
+REFUSAL_BACKOFF = timedelta(seconds=30)
+REFUSAL_BACKOFF_CAP = timedelta(minutes=5)
 
 
 def _timeout() -> timedelta:
@@ -61,14 +91,56 @@ def reclaimed(remote: UpstreamInstance) -> bool:
     return status == "exited" and bool(remote.spot_reclaim_time)
 
 
+def migration_allowed(remote: UpstreamInstance) -> bool:
+    """Whether upstream would take a migrate call for this instance now (or already migrates
+    it). Novita's console offers the action only outside these cases."""
+    status = (remote.status or "").lower()
+    if status == "migrating":
+        return True
+    if (remote.spot_status or "").lower() == "notified" or remote.running_jobs:
+        return False
+    return status not in _BUSY_UPSTREAM
+
+
 def should_migrate(instance: Instance, remote: UpstreamInstance) -> bool:
     return (
         settings.MIGRATION_ENABLED
         and instance.desired_status == Desired.RUNNING
         and instance.migration_started_at is None
+        and (instance.migration_retry_at is None or instance.migration_retry_at <= timezone.now())
         and instance.status not in (Status.TERMINATED, Status.FAILED)
         and bool(instance.novita_instance_id)
         and reclaimed(remote)
+        and migration_allowed(remote)
+    )
+
+
+def _refused(instance: Instance, claimed_at, exc: upstream.NovitaError) -> None:
+    """Upstream said no to the migrate call: ask again later, fail once the timeout passed."""
+    first, refusals = instance.migration_refused_since, instance.migration_refusals + 1
+    stale = instance.migration_retry_at and claimed_at - instance.migration_retry_at > _timeout()
+    if first is None or stale:
+        # The first refusal of this reclaim (one long past belonged to an earlier one).
+        first, refusals = claimed_at, 1
+    if claimed_at - first >= _timeout():
+        _fail(
+            instance,
+            f"spot instance reclaimed; upstream refused the migration {refusals} times over "
+            f"{settings.MIGRATION_TIMEOUT_MINUTES:g} minutes: {exc.details()}",
+        )
+        return
+    wait = min(REFUSAL_BACKOFF * 2 ** (refusals - 1), REFUSAL_BACKOFF_CAP)
+    Instance.objects.filter(pk=instance.pk, migration_started_at=claimed_at).update(
+        migration_started_at=None,
+        migration_refused_since=first,
+        migration_refusals=refusals,
+        migration_retry_at=claimed_at + wait,
+    )
+    note(
+        instance,
+        source="migration",
+        reason=f"spot instance reclaimed; upstream refused the migration "
+        f"({exc.details()}), asking again in {int(wait.total_seconds())} s",
     )
 
 
@@ -83,6 +155,9 @@ def _fail(instance: Instance, reason: str, **fields) -> Instance | None:
         next_poll_at=None,
         auto_stop_at=None,
         migration_started_at=None,
+        migration_refused_since=None,
+        migration_refusals=0,
+        migration_retry_at=None,
         **fields,
     )
     if failed is not None:
@@ -110,7 +185,7 @@ def start(instance: Instance, remote: UpstreamInstance) -> bool:
         try:
             result = get_client().migrate_instance(instance.novita_instance_id)
         except upstream.NovitaPermanentError as exc:
-            _fail(instance, f"spot instance reclaimed; migration rejected: {exc.details()}")
+            _refused(instance, now, exc)
             return False
         except upstream.NovitaError as exc:
             # Not refused, just not reached: release the claim so a later sweep tries again.
@@ -129,6 +204,7 @@ def start(instance: Instance, remote: UpstreamInstance) -> bool:
             # Undocumented whether migrate keeps the id; follow a new one if upstream names it.
             fields["novita_instance_id"] = result.instance_id[:100]
         reason = f"spot instance reclaimed upstream (spotStatus {spot}); migration requested"
+    fields.update(migration_refused_since=None, migration_refusals=0, migration_retry_at=None)
     max_wait = (instance.health_check_config or {}).get(
         "maxWaitTimeMs", health_probe.DEFAULT_CONFIG["maxWaitTimeMs"]
     )
@@ -278,7 +354,9 @@ def detect(outcome: Outcome) -> None:
             desired_status=Desired.RUNNING,
             migration_started_at__isnull=True,
             novita_instance_id__isnull=False,
-        ).exclude(status__in=[Status.TERMINATED, Status.FAILED])
+        )
+        .filter(Q(migration_retry_at__isnull=True) | Q(migration_retry_at__lte=timezone.now()))
+        .exclude(status__in=[Status.TERMINATED, Status.FAILED])
     )
     if not candidates:
         return

@@ -161,24 +161,92 @@ def test_disabled_migration_does_nothing(make_instance, novita, settings):
     assert len(novita.mock.calls) == 0
 
 
-def test_rejected_migration_ends_failed_with_reason_and_webhook(make_instance, novita):
+REFUSED = {"code": 400, "reason": "MIGRATE_INSUFFICIENT_RESOURCE", "message": "no capacity"}
+
+
+def test_refused_migration_is_asked_again_with_backoff_not_failed(make_instance, novita):
     instance = spot(make_instance)
     upstream_lists(novita, instance, **RECLAIMED)
-    novita.action_returns(
-        "migrate",
-        status=400,
-        body={"code": 400, "reason": "MIGRATE_INSUFFICIENT_RESOURCE", "message": "no capacity"},
+    novita.action_returns("migrate", status=400, body=REFUSED)
+
+    migration.sweep()
+
+    instance.refresh_from_db()
+    assert instance.status == Status.READY and instance.migration_started_at is None
+    assert instance.migration_refusals == 1
+    assert instance.migration_retry_at > timezone.now() + timedelta(seconds=20)
+    assert "refused the migration" in instance.events.get().reason
+    assert webhook_statuses(instance) == []
+    migration.sweep()  # not due yet: no second call
+    assert len(novita.calls("/gpu/instance/migrate")) == 1
+
+    Instance.objects.filter(pk=instance.pk).update(migration_retry_at=timezone.now())
+    novita.mock.replace("POST", f"{V1}/gpu/instance/migrate", json={})
+    migration.sweep()
+
+    instance.refresh_from_db()
+    assert instance.status == Status.STARTING
+    assert (instance.migration_refusals, instance.migration_retry_at) == (0, None)
+
+
+def test_refusals_back_off_longer_each_time(make_instance, novita):
+    instance = spot(make_instance)
+    upstream_lists(novita, instance, **RECLAIMED)
+    novita.action_returns("migrate", status=400, body=REFUSED)
+    waits = []
+    for _ in range(3):
+        Instance.objects.filter(pk=instance.pk).update(migration_retry_at=timezone.now())
+        before = timezone.now()
+        migration.sweep()
+        instance.refresh_from_db()
+        waits.append(round((instance.migration_retry_at - before).total_seconds()))
+    assert waits == [30, 60, 120]
+
+
+def test_migration_refused_until_the_timeout_ends_failed_with_reason_and_webhook(
+    make_instance, novita, settings
+):
+    settings.MIGRATION_TIMEOUT_MINUTES = 30
+    instance = spot(
+        make_instance,
+        migration_refused_since=timezone.now() - timedelta(minutes=31),
+        migration_refusals=6,
+        migration_retry_at=timezone.now() - timedelta(seconds=1),
     )
+    upstream_lists(novita, instance, **RECLAIMED)
+    novita.action_returns("migrate", status=400, body=REFUSED)
 
     migration.sweep()
 
     instance.refresh_from_db()
     assert instance.status == Status.FAILED
     assert "MIGRATE_INSUFFICIENT_RESOURCE" in instance.failure_reason
+    assert "refused the migration 7 times over 30 minutes" in instance.failure_reason
     assert instance.events.get(to_status="failed").source == "migration"
     assert webhook_statuses(instance) == ["failed"]
-    migration.sweep()  # failed stays failed: no second attempt
+    migration.sweep()  # failed stays failed: no further attempt
     assert len(novita.calls("/gpu/instance/migrate")) == 1
+
+
+@pytest.mark.parametrize(
+    "status,extra",
+    [
+        ("running", {"spotStatus": "notified"}),
+        ("stopping", {"spotStatus": "reclaiming"}),
+        ("exited", {**RECLAIMED, "jobs": [{"id": "j-1", "type": "saveImage"}]}),
+    ],
+    ids=["reclaim-only-announced", "between-states", "job-running"],
+)
+def test_migration_starts_only_when_upstream_allows_it(make_instance, novita, status, extra):
+    instance = spot(make_instance)
+    upstream_lists(novita, instance, status=status, **extra)
+    novita.action_returns("migrate")
+
+    migration.sweep()
+
+    assert novita.calls("/gpu/instance/migrate") == []
+    instance.refresh_from_db()
+    assert instance.status == Status.READY and instance.migration_started_at is None
 
 
 def test_migrate_call_that_did_not_get_through_is_retried_next_sweep(make_instance, novita):
@@ -226,6 +294,19 @@ def test_failed_migration_job_ends_failed_with_reason_and_webhook(make_instance,
     assert instance.migration_job_id == "job-1" and instance.migration_started_at is None
     assert instance.next_poll_at is None
     assert webhook_statuses(instance) == ["failed"]
+
+
+def test_failed_job_error_is_read_from_state_message_too(make_instance, novita):
+    instance = migrating(make_instance)
+    failed = job("fail")
+    failed["state"] = {"state": "fail", "message": "node lost during migration"}
+    upstream_jobs(novita, failed)
+
+    migration.sweep()
+
+    instance.refresh_from_db()
+    assert instance.status == Status.FAILED
+    assert "node lost during migration" in instance.failure_reason
 
 
 def test_auto_migration_jobs_are_followed_too(make_instance, novita):
@@ -406,7 +487,8 @@ def test_sandbox_reclaimed_spot_instance_migrates_back_to_ready(sandbox, make_in
     assert sandbox.call_count("/gpu/instance/migrate") == 1
 
 
-def test_sandbox_migration_refused_upstream_ends_failed(sandbox, make_instance):
+def test_sandbox_migration_refused_until_the_timeout_ends_failed(sandbox, make_instance, settings):
+    settings.MIGRATION_TIMEOUT_MINUTES = 0  # the first refusal is already past the timeout
     instance = running_spot_instance(sandbox, make_instance)
     sandbox.reclaim_spot(instance.novita_instance_id)
     sandbox.set_fault(

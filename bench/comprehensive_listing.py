@@ -64,11 +64,11 @@ from rest_framework.test import APIClient  # noqa: E402
 from instances.models import Instance  # noqa: E402
 from instances.novita.client import reset_client  # noqa: E402
 from instances.novita.sandbox import Sandbox  # noqa: E402
-from instances.services import sync  # noqa: E402
+from instances.services import snapshot, sync  # noqa: E402
 from instances.status import Status  # noqa: E402
 
 API_KEY = "bench-key"
-PAGE_SIZE = sync.UPSTREAM_PAGE_SIZE
+PAGE_SIZE = snapshot.UPSTREAM_PAGE_SIZE
 COLD_TARGET = 1.25
 WARM_TARGET_MS = 100.0
 
@@ -160,7 +160,7 @@ def bare_pass(session: requests.Session, url: str) -> int:
 
 
 def evict() -> None:
-    sync._cache().delete(sync._CACHE_KEY)
+    snapshot._cache().delete(snapshot._CACHE_KEY)
 
 
 def timed(fn):

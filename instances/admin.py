@@ -1,7 +1,7 @@
 """Operator control room: the instance list, each instance's page with its timeline, actions that
 call the same services as the API, the webhook outbox, and a dashboard at /admin/dashboard/.
 
-Nothing here assigns a status: actions and the auto-stop form call services (lifecycle.py,
+Nothing here assigns a status: actions and the auto-stop form call services (commands.py,
 admin_ops.py), which make guarded updates and record who did what.
 """
 
@@ -19,10 +19,10 @@ from django.utils.timesince import timesince, timeuntil
 
 from novita_gateway.errors import InvalidInstanceState
 
-from . import chart_data, charts
+from . import chart_data, charts, selectors
 from .models import Instance, InstanceEvent, WebhookDelivery
 from .novita import errors as upstream
-from .services import admin_ops, lifecycle
+from .services import admin_ops, commands
 from .status import AUTO_STOP_CANDIDATES, Status
 
 # Upstream calls are made one by one in the request: keep a single action's work bounded.
@@ -414,7 +414,7 @@ class InstanceAdmin(admin.ModelAdmin):
         def op(instance):
             return self._upstream_pending(
                 "start",
-                lambda: lifecycle.start_instance(instance, source="admin", actor=actor),
+                lambda: commands.start_instance(instance, source="admin", actor=actor),
             )
 
         self._run(request, queryset, "start", op)
@@ -425,7 +425,7 @@ class InstanceAdmin(admin.ModelAdmin):
 
         def op(instance):
             def call():
-                stopped = lifecycle.stop_instance(
+                stopped = commands.stop_instance(
                     instance, source="admin", actor=actor, reason="stop requested by operator"
                 )
                 if stopped is None:
@@ -466,7 +466,7 @@ class InstanceAdmin(admin.ModelAdmin):
             def op(instance):
                 return self._upstream_pending(
                     "terminate",
-                    lambda: lifecycle.delete_instance(instance, source="admin", actor=actor),
+                    lambda: commands.delete_instance(instance, source="admin", actor=actor),
                 )
 
             self._run(request, queryset, "terminate", op)
@@ -570,7 +570,7 @@ def dashboard_view(request):
         "title": "Operator dashboard",
         "subtitle": None,
         "now": timezone.now(),
-        "d": admin_ops.dashboard(),
+        "d": selectors.dashboard(),
         "charts": charts.render_all(chart_data.charts()),
     }
     return TemplateResponse(request, "admin/dashboard.html", context)

@@ -6,7 +6,7 @@ from django.db import models
 from django.db.models import Case, IntegerField, Q, Value, When
 from django.utils import timezone
 
-from .status import Desired, Status
+from .status import Desired, Status, from_upstream
 
 # Price fields are in 1/100000 USD per hour (upstream's unit).
 PRICE_UNIT = 100_000
@@ -141,6 +141,21 @@ class Instance(models.Model):
         if self.price_per_hour is None:
             return None
         return self.price_per_hour / PRICE_UNIT
+
+    @property
+    def first_boot(self) -> bool:
+        """Never started nor ready: upstream's creating states then mean `creating`."""
+        return self.ready_at is None and self.started_at is None
+
+    def status_from_upstream(self, upstream_status: str | None, *, has_error: bool = False) -> str:
+        """The gateway status upstream's view implies for this instance (see status.py)."""
+        return from_upstream(
+            upstream_status,
+            current=self.status,
+            desired=self.desired_status,
+            first_boot=self.first_boot,
+            has_error=has_error,
+        )
 
 
 class InstanceEvent(models.Model):

@@ -8,8 +8,10 @@ kills the worker child. Nothing is lost either way: every step is found again by
 
 from celery import shared_task
 from django.conf import settings
+from django.utils.dateparse import parse_datetime
 
-from .services import autostop, lifecycle, webhooks
+from .services import autostop, migration, monitor, webhooks
+from .services import reconcile as reconciler
 
 # One monitor step must end before its claim (MONITOR_LEASE_SECONDS, 90 s by default) runs out,
 # or a second worker would take the instance while the first still works on it.
@@ -28,18 +30,16 @@ _DELIVERY_HARD = _DELIVERY_SOFT + 15
     time_limit=_STEP_HARD,
 )
 def poll_instance(instance_id: str, lease: str | None = None):
-    from django.utils.dateparse import parse_datetime
-
-    instance = lifecycle.claim(instance_id, lease_until=parse_datetime(lease) if lease else None)
+    instance = monitor.claim(instance_id, lease_until=parse_datetime(lease) if lease else None)
     if instance is not None:
-        lifecycle.advance(instance)
+        monitor.advance(instance)
 
 
 @shared_task(
     name="instances.tasks.monitor_sweep", ignore_result=True, soft_time_limit=30, time_limit=45
 )
 def monitor_sweep():
-    for instance_id, lease in lifecycle.claim_due():
+    for instance_id, lease in monitor.claim_due():
         poll_instance.delay(instance_id, lease.isoformat())
 
 
@@ -78,8 +78,6 @@ def deliver_due_webhooks():
     name="instances.tasks.reconcile", ignore_result=True, soft_time_limit=240, time_limit=270
 )
 def reconcile():
-    from .services import reconcile as reconciler
-
     reconciler.run()
 
 
@@ -87,6 +85,4 @@ def reconcile():
     name="instances.tasks.migration_sweep", ignore_result=True, soft_time_limit=120, time_limit=150
 )
 def migration_sweep():
-    from .services import migration
-
     migration.sweep()

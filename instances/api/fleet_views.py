@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..services import sync
+from ..services import snapshot, sync
 from . import fleet_serializers as fs
 from .views import ERRORS, validated
 
@@ -16,9 +16,9 @@ class ComprehensiveInstanceListView(APIView):
         summary="List every instance, local and upstream, merged",
         description=(
             "Every local record merged with one paginated pass over Novita's instance list "
-            f"(shared for {sync.UPSTREAM_CACHE_SECONDS} s between callers). Each row says where "
-            "it comes from (`source`: local, novita, merged) and whether both sides agree "
-            "(`dataConsistency`, with `inconsistencies` naming what differs). "
+            f"(shared for {snapshot.UPSTREAM_CACHE_SECONDS} s between callers). "
+            "Each row says where it comes from (`source`: local, novita, merged) and whether "
+            "both sides agree (`dataConsistency`, with `inconsistencies` naming what differs). "
             "`syncLocalState=true` takes a fresh pass and first writes upstream's view into the "
             "local records (each change is an instance event with source `reconcile`)."
         ),

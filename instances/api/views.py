@@ -17,7 +17,7 @@ from ..representations import (
     InstanceEventListOut,
     OperationOut,
 )
-from ..services import lifecycle
+from ..services import commands
 from ..status import Status
 from . import serializers as s
 
@@ -81,11 +81,11 @@ class InstanceListCreateView(APIView):
     )
     def post(self, request):
         data = validated(s.CreateInstanceSerializer, request.data)
-        instance = lifecycle.create_instance(data, actor=actor_of(request))
+        instance = commands.create_instance(data, actor=actor_of(request))
         body = CreateInstanceOut.render(
             instance,
             message="Instance creation initiated successfully",
-            estimated_ready_time=lifecycle.estimated_ready_time(instance),
+            estimated_ready_time=commands.estimated_ready_time(instance),
         )
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -130,7 +130,7 @@ class InstanceDetailView(APIView):
         instance = get_instance_or_404(instance_id)
         if instance.status == Status.TERMINATED:
             return Response(_operation(instance, "Instance is already terminated"))
-        instance = lifecycle.delete_instance(instance, actor=actor_of(request))
+        instance = commands.delete_instance(instance, actor=actor_of(request))
         return Response(
             _operation(instance, "Instance termination initiated successfully"),
             status=status.HTTP_202_ACCEPTED,
@@ -169,13 +169,13 @@ class InstanceEventsView(APIView):
 
 def _operation(instance: Instance, message: str, *, with_eta: bool = False) -> dict:
     if with_eta:
-        eta = lifecycle.estimated_ready_time(instance)
+        eta = commands.estimated_ready_time(instance)
         return OperationOut.render(instance, message=message, estimated_ready_time=eta)
     return OperationOut.render(instance, message=message)
 
 
 def _start(request, instance: Instance, data: dict) -> Response:
-    instance = lifecycle.start_instance(
+    instance = commands.start_instance(
         instance,
         health_check_config=data.get("healthCheckConfig"),
         target_port=data.get("targetPort"),
@@ -189,7 +189,7 @@ def _start(request, instance: Instance, data: dict) -> Response:
 
 
 def _stop(request, instance: Instance, data: dict) -> Response:
-    stopped = lifecycle.stop_instance(
+    stopped = commands.stop_instance(
         instance, webhook_url=data.get("webhookUrl"), actor=actor_of(request)
     )
     if stopped is None:

@@ -37,8 +37,8 @@ from ..models import Instance, InstanceEvent, SweepRun, new_operation_id
 from ..novita import errors as upstream
 from ..novita.client import get_client
 from ..status import AUTO_STOP_CANDIDATES, Desired, Status
-from . import webhooks
-from .lifecycle import CLAIM_LEASE, FIRST_POLL_DELAY
+from . import queue, webhooks
+from .polling import CLAIM_LEASE, FIRST_POLL_DELAY
 from .sweeps import prune_old_runs
 
 logger = logging.getLogger(__name__)
@@ -571,11 +571,8 @@ def schedule_wakeup(deadline, *, now=None) -> bool:
     if now.timestamp() < pending <= at.timestamp():
         return False
     counters.set_value(WAKEUP_KEY, str(at.timestamp()))
-    from .. import tasks
-    from .queue import send
-
     # A second past the deadline, so the sweep's own re-check finds the instance due.
-    return send(tasks.auto_stop_sweep, countdown=(at - now).total_seconds() + 1)
+    return queue.send(queue.AUTO_STOP_SWEEP, countdown=(at - now).total_seconds() + 1)
 
 
 # --- reading ----------------------------------------------------------------------------------

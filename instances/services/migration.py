@@ -35,6 +35,7 @@ from ..novita.client import get_client
 from ..novita.schemas import Job, UpstreamInstance
 from ..status import TRANSITIONAL, Desired, Status
 from . import health_probe
+from .snapshot import get_snapshot
 from .sweeps import Outcome
 from .transitions import note, record_event, transition, update_fields
 
@@ -324,10 +325,8 @@ def _spot_views(candidates: list[Instance], outcome: Outcome) -> dict[str, Upstr
     """
     client = get_client()
     if len(candidates) > NAME_LOOKUP_LIMIT:
-        from . import sync
-
         try:
-            snapshot, _ = sync.get_snapshot(fresh=True)
+            snapshot, _ = get_snapshot(fresh=True)
         except upstream.NovitaError as exc:
             outcome.failures += 1
             logger.info("migration: upstream listing failed: %s", exc.details())

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import logging
 
+from celery import current_app
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
+# Tasks are named, not imported: tasks.py imports the services, so services importing tasks
+# would make a cycle.
+POLL_INSTANCE = "instances.tasks.poll_instance"
+AUTO_STOP_SWEEP = "instances.tasks.auto_stop_sweep"
+DELIVER_WEBHOOK = "instances.tasks.deliver_webhook"
+
 _QUICK_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
-def send(task, *args, countdown: float | None = None) -> bool:
+def send(task_name: str, *args, countdown: float | None = None) -> bool:
+    task = current_app.tasks[task_name]
     if countdown and task.app.conf.task_always_eager:
         # Eager mode (tests, one-off scripts) would run a "later" task right now, before its
         # time; the periodic sweeps do that work when it is due instead.
@@ -33,5 +41,5 @@ def send(task, *args, countdown: float | None = None) -> bool:
         return False
 
 
-def send_after_commit(task, *args) -> None:
-    transaction.on_commit(lambda: send(task, *args))
+def send_after_commit(task_name: str, *args) -> None:
+    transaction.on_commit(lambda: send(task_name, *args))

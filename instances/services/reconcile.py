@@ -2,7 +2,7 @@
 
 It catches what happened outside the gateway (an instance stopped or deleted in Novita's console,
 a crash, a spot reclaim), drives instances whose desired state upstream does not match (bounded,
-through lifecycle.apply_upstream, ending in a visible failure) and restarts monitors that died.
+through monitor.apply_upstream, ending in a visible failure) and restarts monitors that died.
 
 What it never does: conclude anything from a listing that failed or stopped early, or overrule a
 monitor that is following an instance right now (the monitor's get-instance view is fresher and
@@ -27,7 +27,8 @@ from ..novita import errors as upstream
 from ..novita.client import get_client
 from ..novita.schemas import UpstreamInstance
 from ..status import TRANSITIONAL, Status
-from . import lifecycle, migration, sync
+from . import migration, monitor
+from .snapshot import Snapshot, get_snapshot
 from .sweeps import Outcome
 from .transitions import ABSENT_FROM_LISTINGS, NOT_FOUND_FOR_ID, mark_gone, record_event
 
@@ -57,7 +58,7 @@ def apply_remote(instance: Instance, remote: UpstreamInstance, *, source: str) -
     would undo the bounded retries that led there) unless upstream removed it.
     """
     remote = _list_item_view(remote)
-    implied = sync.implied_status(instance, remote.status, bool(remote.status_error))
+    implied = instance.status_from_upstream(remote.status, has_error=bool(remote.status_error))
     sticky = instance.status == Status.FAILED and implied != Status.TERMINATED
     if sticky or implied == instance.status:
         upstream_status = (remote.status or "")[:40]
@@ -67,7 +68,7 @@ def apply_remote(instance: Instance, remote: UpstreamInstance, *, source: str) -
                 upstream_status=upstream_status, spot_status=spot_status
             )
         return False
-    lifecycle.apply_upstream(instance, remote, source=source)
+    monitor.apply_upstream(instance, remote, source=source)
     return True
 
 
@@ -77,7 +78,7 @@ def _monitored(instance: Instance, now) -> bool:
 
 def reconcile_rows(
     rows: list[Instance],
-    snapshot: sync.Snapshot,
+    snapshot: Snapshot,
     *,
     source: str = "reconcile",
     migrate: bool = False,
@@ -213,7 +214,7 @@ def run() -> SweepRun:
     start = time.perf_counter()
     outcome = Outcome()
     try:
-        snapshot, _ = sync.get_snapshot(fresh=True)
+        snapshot, _ = get_snapshot(fresh=True)
     except upstream.NovitaError as exc:
         # A failed pass proves nothing, least of all that instances are gone.
         snapshot = None

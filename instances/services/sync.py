@@ -1,233 +1,37 @@
-"""One picture of the fleet: local records merged with what upstream lists.
+"""Fleet listings: local records merged with upstream's snapshot (snapshot.py), row by row.
 
-One paginated pass over upstream's instance list (a *snapshot*) feeds every reader: the
-comprehensive listing, endpoint 4's upstream-backed listings and the reconciler. Listings share a
-snapshot through the `instances` cache for a few seconds, so a dashboard polling the fleet costs
-upstream at most one pass per UPSTREAM_CACHE_SECONDS however many clients poll. Whatever writes
-local state from upstream (syncLocalState, the reconciler, migration) takes a fresh pass instead:
-acting on a view that is seconds old could undo a stop or start requested meanwhile.
-
-Each upstream instance is turned into its listing row once per pass, while the pass runs; the
-cache keeps those rows (plain dicts pickle about ten times faster than the parsed objects), and a
-listing only adds the local records, one dict lookup each.
+Endpoint 4's upstream-backed listings and the comprehensive listing read a snapshot (cached for a
+few seconds and shared between callers) and add the local records, one dict lookup each. With
+syncLocalState, upstream's view is first written into the local records by the reconciler.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
-from django.utils import timezone
-
-from ops import counters
 from ops.timeutil import iso
 
 from .. import representations
 from ..models import Instance
-from ..novita.client import get_client
-from ..novita.schemas import (
-    UpstreamInstance,
-    any_id,
-    as_datetime,
-    as_int,
-    as_str,
-    port_layout,
-    status_error_text,
-)
-from ..status import Desired, Status, from_upstream
+from ..status import Status
+from .reconcile import reconcile_rows
+from .snapshot import CONSISTENT, Snapshot, cache_hit_ratio, get_snapshot
 
-logger = logging.getLogger(__name__)
-
-UPSTREAM_PAGE_SIZE = 100
-UPSTREAM_CACHE_SECONDS = 5
-# Versioned: a deploy that changes the Snapshot's shape must not read an older pickle.
-_CACHE_KEY = "fleet:upstream-snapshot:v1"
-_HITS = "fleet:snapshot:hits"
-_MISSES = "fleet:snapshot:misses"
-
-CONSISTENT = "consistent"
 INCONSISTENT = "inconsistent"
 # Only when the upstream pass was cut short: a row's absence upstream then proves nothing.
 UNKNOWN = "unknown"
-_RECLAIMED_SPOT = frozenset({"reclaiming", "terminated"})
 
 
-def _cache():
-    try:
-        from ops.caching import named_cache
-    except ImportError:  # the counting wrapper is optional; the plain cache does the same job
-        from django.core.cache import caches
-
-        return caches["instances"]
-    return named_cache("instances")
-
-
-@dataclass
-class Snapshot:
-    """Every instance upstream listed in one pass, and how that pass went."""
-
-    # Upstream id -> its listing row (source "novita"), in listing order (newest first).
-    rows: dict[str, dict]
-    # Upstream ids that carry a statusError (kept apart: rows are shown as they are).
-    errors: frozenset[str]
-    # When the pass began: a local row changed after this may be newer than what we saw.
-    started_at: datetime
-    seconds: float
-    pages: int
-    # False when the pass stopped early (page cap, upstream repeating a page, fewer items than
-    # upstream's total): absences prove nothing then.
-    complete: bool
-    # The parsed items, for code that writes local state: only in a fresh snapshot
-    # (get_snapshot(fresh=True)), never in a cached one.
-    by_id: dict[str, UpstreamInstance] = field(default_factory=dict)
-
-    def __getstate__(self):
-        return {**self.__dict__, "by_id": {}}
-
-
-def fetch_snapshot(
-    *, keep_items: bool = True, meanwhile: Callable[[], object] | None = None
-) -> Snapshot:
-    """One paginated pass over upstream's instance list. Raises NovitaError if any page fails,
-    so a partial listing is never mistaken for the whole fleet.
-
-    Rows are built straight from the raw items; UpstreamInstance objects only with
-    `keep_items` (a listing needs only the rows, and tens of thousands of long-lived objects
-    it does not need make every garbage-collector pass of the process slower).
-
-    Pages are read ahead: the next one is on its way while this one's rows are built, and
-    `meanwhile` (a listing's database read) runs while the first ones are.
-    """
-    started_at = timezone.now()
-    synced = iso(started_at)
-    start = time.perf_counter()
-    by_id: dict[str, UpstreamInstance] = {}
-    rows: dict[str, dict] = {}
-    errors: set[str] = set()
-    # Most instances share a handful of port layouts; rows share one list per layout.
-    port_layouts: dict[tuple, list[dict]] = {}
-    pages = 0
-    last = None
-    reader = get_client().iter_instance_pages(
-        page_size=UPSTREAM_PAGE_SIZE, raw=True, read_ahead=True
-    )
-    try:
-        if meanwhile is not None:
-            meanwhile()
-        for page in reader:
-            pages += 1
-            last = page
-            for item in page.items:
-                built = novita_row(item, synced, port_layouts)
-                if built is None:
-                    continue
-                row, has_error = built
-                rows[row["id"]] = row
-                if has_error:
-                    errors.add(row["id"])
-                if keep_items:
-                    by_id[row["id"]] = UpstreamInstance.from_api(item)
-    finally:
-        reader.close()
-    # The client decides: a listing is complete when it ran to its end (see NovitaClient._pages).
-    complete = last is not None and last.complete
-    if not complete:
-        logger.warning("upstream listing stopped after %d pages; treating it as partial", pages)
-    return Snapshot(
-        rows=rows,
-        errors=frozenset(errors),
-        started_at=started_at,
-        seconds=time.perf_counter() - start,
-        pages=pages,
-        complete=complete,
-        by_id=by_id,
-    )
-
-
-def get_snapshot(
-    *, fresh: bool = False, meanwhile: Callable[[], object] | None = None
-) -> tuple[Snapshot, bool]:
-    """(snapshot, served from cache). `fresh` skips the cache read but still refreshes it.
-    `meanwhile` is called once either way: during the upstream pass, or after a cache hit."""
-    cache = _cache()
-    if not fresh:
-        try:
-            cached = cache.get(_CACHE_KEY)
-        except Exception:  # noqa: BLE001 - an unreadable entry is a miss, never an error
-            logger.warning("fleet snapshot cache unreadable; fetching", exc_info=True)
-            cached = None
-        if isinstance(cached, Snapshot):
-            counters.incr(_HITS)
-            if meanwhile is not None:
-                meanwhile()
-            return cached, True
-        counters.incr(_MISSES)
-    snapshot = fetch_snapshot(keep_items=fresh, meanwhile=meanwhile)
-    if snapshot.complete:
-        cache.set(_CACHE_KEY, snapshot, UPSTREAM_CACHE_SECONDS)
-    return snapshot, False
-
-
-def cache_hit_ratio() -> float:
-    """Share of fleet listings served from the cached snapshot, across every process."""
-    totals = counters.get_all()
-    hits = totals.get(_HITS, 0)
-    lookups = hits + totals.get(_MISSES, 0)
-    return round(hits / lookups, 4) if lookups else 0.0
-
-
-# --- status and consistency -----------------------------------------------------------------
-
-
-def implied_status(instance: Instance, upstream_status: str | None, has_error: bool) -> str:
-    """The gateway status upstream's view implies for this record (as the monitor would map)."""
-    return from_upstream(
-        upstream_status,
-        current=instance.status,
-        desired=instance.desired_status,
-        first_boot=instance.ready_at is None and instance.started_at is None,
-        has_error=has_error,
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def _novita_only_status(upstream_status: str | None, reclaimed: bool, has_error: bool) -> str:
-    """A gateway status for an instance nobody asked us to manage."""
-    # A handful of distinct inputs across a whole fleet: map (and warn about an unknown value)
-    # once per process, not once per instance per listing.
-    return (
-        from_upstream(
-            upstream_status,
-            current="",
-            desired=Desired.RUNNING if reclaimed else Desired.STOPPED,
-            first_boot=True,
-            has_error=has_error,
-        )
-        or "unknown"
-    )
-
-
-def _created_iso(value: Any) -> str | None:
-    """ops.timeutil.iso's format for an upstream timestamp. This runs once per upstream instance
-    per pass, so whole Unix seconds as text ("1795813196", the usual shape) are formatted
-    straight from gmtime, about twice as fast as through a datetime."""
-    # At most 11 digits: as_datetime reads longer numbers as milliseconds.
-    if type(value) is str and len(value) <= 11 and value.isascii() and value.isdigit():
-        seconds = int(value)
-        if seconds > 0:  # 0 means "never"
-            return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(seconds))
-    return iso(as_datetime(value))
+# --- consistency ---------------------------------------------------------------------------
 
 
 def differences(instance: Instance, upstream: dict, has_error: bool) -> list[str]:
     """Fields where the local record and upstream's row disagree (only fields both sides know)."""
     found = []
-    if implied_status(instance, upstream["novitaStatus"], has_error) != instance.status:
+    if (
+        instance.status_from_upstream(upstream["novitaStatus"], has_error=has_error)
+        != instance.status
+    ):
         found.append("status")
     if upstream["name"] and upstream["name"] != instance.name:
         found.append("name")
@@ -240,67 +44,6 @@ def differences(instance: Instance, upstream: dict, has_error: bool) -> list[str
     if image and instance.image_url and image != instance.image_url:
         found.append("imageUrl")
     return found
-
-
-# --- row shapes -----------------------------------------------------------------------------
-
-
-def novita_row(
-    item: Any, synced: str, port_layouts: dict[tuple, list[dict]] | None = None
-) -> tuple[dict, bool] | None:
-    """(listing row of a raw upstream list item (source "novita"), whether upstream reports a
-    statusError on it); None for an item without an id. Merged rows reuse the row's fields.
-
-    Parsed as tolerantly as UpstreamInstance.from_api, with the same helpers. Rows are read-only
-    once built, so rows with the same port layout share its list.
-    """
-    if not isinstance(item, dict):
-        return None
-    instance_id = any_id(item)
-    if instance_id is None:
-        return None
-    get = item.get
-    layout = port_layout(get("portMappings"))
-    ports = port_layouts.get(layout) if port_layouts is not None else None
-    if ports is None:
-        ports = [
-            {"port": port, "endpoint": endpoint, "type": kind} for port, endpoint, kind in layout
-        ]
-        if port_layouts is not None and len(port_layouts) < 1000:
-            port_layouts[layout] = ports
-    status = as_str(get("status"))
-    has_error = status_error_text(get("statusError")) is not None
-    spot_status = as_str(get("spotStatus"))
-    # Nobody asked us to manage it, so nobody asked for a stop either: `exited` reads as
-    # upstream documents it (stopped), except after a spot reclaim, where it stopped on its own.
-    reclaimed = bool(as_int(get("spotReclaimTime"))) or (
-        spot_status is not None and spot_status.lower() in _RECLAIMED_SPOT
-    )
-    cluster_id = as_str(get("clusterId"))
-    cpu_num = as_int(get("cpuNum"))
-    memory = as_int(get("memory"))
-    row = {
-        "id": instance_id,
-        "name": as_str(get("name")),
-        "status": _novita_only_status(status, reclaimed, has_error),
-        "source": "novita",
-        "dataConsistency": CONSISTENT,
-        "novitaInstanceId": instance_id,
-        "novitaStatus": status,
-        "gpuNum": as_int(get("gpuNum")),
-        "region": cluster_id,
-        "clusterId": cluster_id,
-        "clusterName": as_str(get("clusterName")),
-        "productName": as_str(get("productName")),
-        # The contract shows cpuNum and memory as text ("8", "32GB"); upstream sends counts, GB.
-        "cpuNum": str(cpu_num) if cpu_num is not None else None,
-        "memory": f"{memory}GB" if memory is not None else None,
-        "imageUrl": as_str(get("imageUrl")),
-        "portMappings": ports,
-        "createdAt": _created_iso(get("createdAt")),
-        "lastSyncedAt": synced,
-    }
-    return row, has_error
 
 
 def local_row(instance: Instance, upstream: dict | None, snapshot: Snapshot) -> dict:
@@ -378,8 +121,6 @@ def fleet(
         snapshot, cache_hit = get_snapshot(fresh=True)
         upstream_done = time.perf_counter()
         local = _local_instances()
-        from .reconcile import reconcile_rows
-
         if reconcile_rows(local, snapshot, source="reconcile").acted:
             local = _local_instances()
         upstream_seconds = upstream_done - start

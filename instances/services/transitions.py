@@ -11,10 +11,12 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
+from ops import counters
 from ops.context import current_request_id
 
 from ..models import Instance, InstanceEvent
 from ..status import Desired, Status
+from . import webhooks
 
 
 def record_event(
@@ -68,8 +70,6 @@ def transition(
     Returns the updated instance, or None when another actor got there first. `fields` are
     written in the same UPDATE (e.g. desired_status, ready_at, next_poll_at).
     """
-    from . import webhooks  # webhooks builds payloads from instances; avoid an import cycle
-
     with transaction.atomic():
         current = Instance.objects.filter(pk=instance_id).values_list("status", flat=True).first()
         if current is None:
@@ -143,3 +143,33 @@ def mark_gone(
         upstream_status="removed",
         missing_listings=0,
     )
+
+
+def fail_if_overdue(instance: Instance) -> bool:
+    """Fail an instance whose readiness deadline passed; True when it did."""
+    if (
+        instance.desired_status == Desired.RUNNING
+        and instance.status
+        in (Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING)
+        and instance.readiness_deadline
+        and timezone.now() > instance.readiness_deadline
+    ):
+        fail(instance, "not ready before maxWaitTimeMs passed", "monitor", {})
+        return True
+    return False
+
+
+def fail(instance: Instance, reason: str, source: str, observed: dict) -> None:
+    """Move an instance to failed from the status the caller saw, keeping why."""
+    transition(
+        instance.id,
+        expected={instance.status},
+        to_status=Status.FAILED,
+        source=source,
+        reason=reason,
+        failure_reason=reason[:2000],
+        next_poll_at=None,
+        auto_stop_at=None,
+        **observed,
+    )
+    counters.incr("instances:failed")

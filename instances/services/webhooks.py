@@ -189,11 +189,10 @@ def enqueue_many(items, *, event: str) -> list[WebhookDelivery]:
         ]
         created = WebhookDelivery.objects.bulk_create(rows)
     ids = [d.pk for d in created]
-    from .. import tasks
 
     def send():
         for pk in ids:
-            queue.send(tasks.deliver_webhook, pk)
+            queue.send(queue.DELIVER_WEBHOOK, pk)
 
     transaction.on_commit(send)
     return created
@@ -255,9 +254,7 @@ def _release(pk: int) -> None:
         pk=pk, state=WebhookDelivery.State.PENDING, held=True
     ).update(held=False, next_attempt_at=timezone.now())
     if released:
-        from .. import tasks
-
-        queue.send(tasks.deliver_webhook, pk)
+        queue.send(queue.DELIVER_WEBHOOK, pk)
 
 
 def _release_next(instance_id: str) -> None:

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import strip_tags
 
+from instances import selectors
 from instances.models import Instance, InstanceEvent, SweepRun, WebhookDelivery
 from instances.services import admin_ops
 from instances.status import Desired, Status
@@ -515,7 +516,7 @@ def test_savings_end_when_started_again_or_terminated(make_instance):
         reason="terminate",
         created_at=now - timedelta(hours=5),
     )
-    usd, hours, stops = admin_ops.auto_stop_savings(now)
+    usd, hours, stops = selectors.auto_stop_savings(now)
     assert stops == 3
     assert usd == pytest.approx(3 * 1 + 1 * 2)
     assert hours == pytest.approx(3 + 1 + 3)
@@ -525,7 +526,7 @@ def test_dashboard_renders_when_breaker_state_is_unavailable(admin_client, monke
     def broken():
         raise RuntimeError("redis down")
 
-    monkeypatch.setattr(admin_ops, "get_client", broken)
+    monkeypatch.setattr(selectors, "get_client", broken)
     response = admin_client.get(DASHBOARD)
     assert response.status_code == 200
     assert response.context["d"].breaker_state == "unknown"

@@ -235,7 +235,7 @@ def test_ready_transition_ignores_a_heartbeat_from_before_the_restart(
     make_instance, novita, monkeypatch
 ):
     monkeypatch.setattr(health_probe, "_probe_http", lambda url, timeout: (True, "HTTP 200"))
-    from instances.services import lifecycle
+    from instances.services import monitor
 
     instance = make_instance(
         status=Status.STARTING,
@@ -244,7 +244,7 @@ def test_ready_transition_ignores_a_heartbeat_from_before_the_restart(
         readiness_deadline=timezone.now() + minutes(5),
     )
     novita.get_returns(remote_instance(instance.novita_instance_id, instance.name))
-    lifecycle.advance(lifecycle.claim(instance.id))
+    monitor.advance(monitor.claim(instance.id))
     instance = reload(instance)
     assert instance.status == Status.READY
     assert instance.auto_stop_at >= timezone.now() + minutes(19)
@@ -449,7 +449,7 @@ def booked(monkeypatch):
 
     calls = []
     monkeypatch.setattr(
-        queue, "send", lambda task, *a, countdown=None: calls.append((task.name, countdown)) or True
+        queue, "send", lambda task, *a, countdown=None: calls.append((task, countdown)) or True
     )
     return calls
 
@@ -496,7 +496,7 @@ def test_exempt_and_stopped_instances_book_no_wakeup(make_instance, booked):
 def test_becoming_ready_with_a_short_threshold_books_a_wakeup(
     make_instance, novita, booked, monkeypatch
 ):
-    from instances.services import lifecycle
+    from instances.services import monitor
 
     monkeypatch.setattr(health_probe, "_probe_http", lambda url, timeout: (True, "HTTP 200"))
     instance = make_instance(
@@ -506,7 +506,7 @@ def test_becoming_ready_with_a_short_threshold_books_a_wakeup(
         next_poll_at=timezone.now(),
     )
     novita.get_returns(remote_instance(instance.novita_instance_id, instance.name))
-    lifecycle.advance(lifecycle.claim(instance.id))
+    monitor.advance(monitor.claim(instance.id))
     assert Instance.objects.get(pk=instance.pk).status == Status.READY
     ((_, countdown),) = booked
     assert 115 < countdown < 125

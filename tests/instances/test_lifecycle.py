@@ -8,7 +8,7 @@ import requests
 from django.utils import timezone
 
 from instances.models import Instance, WebhookDelivery
-from instances.services import health_probe, lifecycle
+from instances.services import health_probe, monitor
 from instances.status import Desired, Status
 from tests.instances.upstream import remote_instance
 
@@ -48,9 +48,9 @@ def creating(make_instance, **fields):
 def step(instance_id):
     """One monitor step, as the worker runs it (claim first)."""
     Instance.objects.filter(pk=instance_id).update(next_poll_at=timezone.now())
-    claimed = lifecycle.claim(instance_id)
+    claimed = monitor.claim(instance_id)
     assert claimed is not None
-    lifecycle.advance(claimed)
+    monitor.advance(claimed)
     return Instance.objects.get(pk=instance_id)
 
 
@@ -216,10 +216,10 @@ def test_failed_stop_is_driven_again_then_fails_visibly(make_instance, novita):
     instance = make_instance(status=Status.STOPPING, desired_status=Desired.STOPPED)
     novita.get_returns(remote_instance(instance.novita_instance_id, instance.name))
     novita.action_returns("stop")
-    for _ in range(lifecycle.MAX_DRIVE_ATTEMPTS):
+    for _ in range(monitor.MAX_DRIVE_ATTEMPTS):
         instance = step(instance.id)
         assert instance.status == Status.STOPPING
-    assert len(novita.calls("/gpu/instance/stop")) == lifecycle.MAX_DRIVE_ATTEMPTS
+    assert len(novita.calls("/gpu/instance/stop")) == monitor.MAX_DRIVE_ATTEMPTS
     instance = step(instance.id)
     assert instance.status == Status.FAILED
     assert "stop attempts" in instance.failure_reason
@@ -260,27 +260,27 @@ def test_upstream_outage_keeps_polling_with_backoff(make_instance, novita):
 
 def test_only_one_of_two_overlapping_claims_wins(make_instance):
     instance = make_instance(status=Status.STARTING, next_poll_at=timezone.now())
-    assert lifecycle.claim(instance.id) is not None
-    assert lifecycle.claim(instance.id) is None
+    assert monitor.claim(instance.id) is not None
+    assert monitor.claim(instance.id) is None
 
 
 def test_monitor_sweep_claims_each_due_instance_once(make_instance):
     due = [make_instance(status=Status.STARTING, next_poll_at=timezone.now()) for _ in range(3)]
     make_instance(status=Status.STARTING, next_poll_at=timezone.now() + timedelta(minutes=1))
-    first = lifecycle.claim_due()
-    second = lifecycle.claim_due()
+    first = monitor.claim_due()
+    second = monitor.claim_due()
     assert {pk for pk, _ in first} == {i.pk for i in due}
     assert second == []
 
 
 def test_worker_that_died_mid_monitor_is_picked_up_after_lease(make_instance):
     instance = make_instance(status=Status.STARTING, next_poll_at=timezone.now())
-    assert lifecycle.claim(instance.id) is not None
+    assert monitor.claim(instance.id) is not None
     # The worker died: nobody rescheduled. Once the lease passes, the sweep claims it again.
     Instance.objects.filter(pk=instance.pk).update(
         next_poll_at=timezone.now() - timedelta(seconds=1)
     )
-    assert [pk for pk, _ in lifecycle.claim_due()] == [instance.pk]
+    assert [pk for pk, _ in monitor.claim_due()] == [instance.pk]
 
 
 def test_status_change_writes_outbox_row_only_with_webhook_url(make_instance, novita):
@@ -320,4 +320,4 @@ def test_create_succeeds_when_the_broker_is_down(
     assert response.status_code == 201
     instance = Instance.objects.get(name="no-broker")
     assert instance.next_poll_at <= timezone.now(), "due for the monitor sweep"
-    assert [pk for pk, _ in lifecycle.claim_due()] == [instance.pk]
+    assert [pk for pk, _ in monitor.claim_due()] == [instance.pk]

@@ -12,7 +12,7 @@ from django.utils import timezone
 from instances.models import Instance, SweepRun
 from instances.novita.client import get_client, reset_client
 from instances.novita.sandbox import Sandbox
-from instances.services import lifecycle, migration
+from instances.services import migration, monitor
 from instances.status import Desired, Status
 from ops import counters
 from tests.instances.test_sync import (  # noqa: F401 - the autouse fixture applies here too
@@ -455,9 +455,9 @@ def drive(instance_id, until, timeout=8.0):
             return instance
         if instance.next_poll_at is not None:
             Instance.objects.filter(pk=instance_id).update(next_poll_at=timezone.now())
-            claimed = lifecycle.claim(instance_id)
+            claimed = monitor.claim(instance_id)
             if claimed is not None:
-                lifecycle.advance(claimed)
+                monitor.advance(claimed)
         migration.sweep()
         time.sleep(STEP)
     raise AssertionError(f"still {Instance.objects.get(pk=instance_id).status}")

@@ -140,14 +140,14 @@ def test_connection_details_show_the_endpoints_upstream_gave(api, make_instance,
     from pathlib import Path
 
     from instances.novita.schemas import UpstreamInstance
-    from instances.services import lifecycle
+    from instances.services import monitor
 
     monkeypatch.setattr(health_probe, "_probe_http", lambda url, timeout: (False, "HTTP 502"))
     fixture = Path(__file__).resolve().parents[1] / "fixtures" / "novita" / "get_instance.json"
     remote = UpstreamInstance.from_api(json.loads(fixture.read_text()))
     instance = make_instance(status="starting", novita_instance_id=remote.id)
 
-    lifecycle.apply_upstream(instance, remote, source="monitor")
+    monitor.apply_upstream(instance, remote, source="monitor")
 
     body = api.get(f"/api/instances/{instance.id}").json()
     assert body["portMappings"] == [

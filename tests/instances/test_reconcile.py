@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from instances.models import Instance, SweepRun, WebhookDelivery
-from instances.services import lifecycle, reconcile
+from instances.services import monitor, reconcile
 from instances.status import Desired, Status
 from ops import counters
 from tests.instances.test_sync import (  # noqa: F401 - the autouse fixture applies here too
@@ -28,9 +28,9 @@ NOT_FOUND = {"code": 400, "reason": "RESOURCE_NOT_FOUND", "message": "instance n
 def monitor_step(instance_id):
     """One monitor step, as the worker runs it."""
     Instance.objects.filter(pk=instance_id).update(next_poll_at=timezone.now())
-    claimed = lifecycle.claim(instance_id)
+    claimed = monitor.claim(instance_id)
     assert claimed is not None
-    lifecycle.advance(claimed)
+    monitor.advance(claimed)
     return Instance.objects.get(pk=instance_id)
 
 
@@ -150,19 +150,19 @@ def test_desired_stopped_but_running_is_driven_again_then_fails_visibly(make_ins
     assert len(novita.calls("/gpu/instance/stop")) == 1
     assert instance.events.filter(source="reconcile", reason__contains="sending stop").exists()
     # The monitor now follows it; upstream keeps ignoring the stop.
-    for _ in range(lifecycle.MAX_DRIVE_ATTEMPTS - 1):
+    for _ in range(monitor.MAX_DRIVE_ATTEMPTS - 1):
         instance = monitor_step(instance.id)
         assert instance.status == Status.STOPPED
     instance = monitor_step(instance.id)
     assert instance.status == Status.FAILED
     assert "stop attempts" in instance.failure_reason
-    assert len(novita.calls("/gpu/instance/stop")) == lifecycle.MAX_DRIVE_ATTEMPTS
+    assert len(novita.calls("/gpu/instance/stop")) == monitor.MAX_DRIVE_ATTEMPTS
     assert json.loads(WebhookDelivery.objects.get(instance=instance).body)["status"] == "failed"
     # A failed instance stays failed: the next pass does not start the retries over.
     reconcile.run()
     instance.refresh_from_db()
     assert instance.status == Status.FAILED
-    assert len(novita.calls("/gpu/instance/stop")) == lifecycle.MAX_DRIVE_ATTEMPTS
+    assert len(novita.calls("/gpu/instance/stop")) == monitor.MAX_DRIVE_ATTEMPTS
 
 
 def test_instance_a_monitor_follows_is_left_to_it(make_instance, novita):

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from instances.models import Instance, WebhookDelivery
-from instances.services import sync
+from instances.services import snapshot
 from instances.status import Desired, Status
 from tests.instances.upstream import PAGE_CONVENTIONS, V1, paged, remote_instance
 
@@ -26,9 +26,9 @@ def private_fleet_cache(monkeypatch):
     """Other test runs share var/ (file cache, counters file): keep this test's snapshot and
     hit/miss counts to itself."""
     tag = uuid.uuid4().hex
-    monkeypatch.setattr(sync, "_CACHE_KEY", f"fleet:test:{tag}")
-    monkeypatch.setattr(sync, "_HITS", f"fleet:test:{tag}:hits")
-    monkeypatch.setattr(sync, "_MISSES", f"fleet:test:{tag}:misses")
+    monkeypatch.setattr(snapshot, "_CACHE_KEY", f"fleet:test:{tag}")
+    monkeypatch.setattr(snapshot, "_HITS", f"fleet:test:{tag}:hits")
+    monkeypatch.setattr(snapshot, "_MISSES", f"fleet:test:{tag}:misses")
 
 
 def list_items(*instances, **extra):
@@ -296,7 +296,7 @@ def test_listing_reuses_one_upstream_pass_for_a_few_seconds(api, novita):
 
 
 def test_cached_pass_expires_after_its_short_lifetime(api, novita, monkeypatch):
-    monkeypatch.setattr(sync, "UPSTREAM_CACHE_SECONDS", 0.05)
+    monkeypatch.setattr(snapshot, "UPSTREAM_CACHE_SECONDS", 0.05)
     serve_list(novita, list_items(remote_instance("nov-x", "theirs")))
     api.get(URL)
     time.sleep(0.1)

@@ -8,6 +8,9 @@ class InstancesConfig(AppConfig):
 
     def ready(self):
         checks.register(check_region_table, checks.Tags.compatibility)
+        # Services enqueue tasks by name (services/queue.py); every process that enqueues, the
+        # web ones included, must have them registered, not only the workers that autodiscover.
+        from . import tasks  # noqa: F401
 
 
 def check_region_table(app_configs=None, **kwargs):

@@ -273,9 +273,9 @@ def test_comprehensive_listing_shows_every_instance_under_each_page_numbering(
 @pytest.mark.parametrize("convention", PAGE_CONVENTIONS)
 def test_fleet_snapshot_is_complete_under_each_page_numbering(novita, convention):
     serve_list(novita, list_items(*[remote_instance(f"nov-{i}") for i in range(101)]), convention)
-    snapshot = sync.fetch_snapshot()
-    assert len(snapshot.rows) == len(snapshot.by_id) == 101
-    assert snapshot.complete is True
+    taken = snapshot.fetch_snapshot()
+    assert len(taken.rows) == len(taken.by_id) == 101
+    assert taken.complete is True
 
 
 def test_listing_reuses_one_upstream_pass_for_a_few_seconds(api, novita):

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from instances.models import Instance, InstanceEvent
-from instances.services import admin_ops, lifecycle, reconcile
+from instances.services import admin_ops, monitor, reconcile
 from instances.services.transitions import NOT_FOUND_FOR_ID, mark_gone
 from instances.status import Desired, Status
 from tests.instances.test_sync import (  # noqa: F401 - the autouse fixture applies here too
@@ -25,9 +25,9 @@ HTML_404 = "<html><head><title>404 Not Found</title></head><body>nginx</body></h
 
 def monitor_step(instance_id):
     Instance.objects.filter(pk=instance_id).update(next_poll_at=timezone.now())
-    claimed = lifecycle.claim(instance_id)
+    claimed = monitor.claim(instance_id)
     assert claimed is not None
-    lifecycle.advance(claimed)
+    monitor.advance(claimed)
     return Instance.objects.get(pk=instance_id)
 
 
@@ -233,10 +233,10 @@ def test_a_wrong_base_path_changes_the_state_of_nothing(make_instance, status, b
             mock.add(method, re.compile(r"https://novita\.test/.*"), body=body, status=status)
         for _ in range(3):
             Instance.objects.exclude(status=Status.TERMINATED).update(next_poll_at=timezone.now())
-            for instance_id, lease in lifecycle.claim_due():
-                claimed = lifecycle.claim(instance_id, lease_until=lease)
+            for instance_id, lease in monitor.claim_due():
+                claimed = monitor.claim(instance_id, lease_until=lease)
                 if claimed is not None:
-                    lifecycle.advance(claimed)
+                    monitor.advance(claimed)
             reconcile.run()
             migration.sweep()
             autostop.sweep()

@@ -5,13 +5,13 @@ import pytest
 
 from instances.novita.client import get_client, reset_client
 from instances.novita.sandbox import PAGE_NUMBERINGS, Sandbox
-from instances.services import sync
+from instances.services import snapshot
 from tests.instances.test_sync import private_fleet_cache  # noqa: F401 - autouse fixture
 
 pytestmark = pytest.mark.django_db
 
 KEY = "sandbox-key"
-FLEET = 2 * sync.UPSTREAM_PAGE_SIZE + 50  # three pages of the gateway's page size
+FLEET = 2 * snapshot.UPSTREAM_PAGE_SIZE + 50  # three pages of the gateway's page size
 
 
 @pytest.fixture(params=PAGE_NUMBERINGS)
@@ -30,9 +30,9 @@ def sandbox(request, settings):
 
 def test_fleet_snapshot_holds_every_instance(sandbox):
     ids = sandbox.seed_instances(FLEET)
-    snapshot = sync.fetch_snapshot()
-    assert set(snapshot.rows) == set(ids)
-    assert snapshot.complete is True
+    taken = snapshot.fetch_snapshot()
+    assert set(taken.rows) == set(ids)
+    assert taken.complete is True
 
 
 def test_comprehensive_listing_shows_every_instance(sandbox, api, make_instance):

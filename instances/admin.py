@@ -19,7 +19,7 @@ from django.utils.timesince import timesince, timeuntil
 
 from novita_gateway.errors import InvalidInstanceState
 
-from . import chart_data, charts, selectors
+from . import charts, selectors
 from .models import Instance, InstanceEvent, WebhookDelivery
 from .novita import errors as upstream
 from .services import admin_ops, commands
@@ -571,6 +571,6 @@ def dashboard_view(request):
         "subtitle": None,
         "now": timezone.now(),
         "d": selectors.dashboard(),
-        "charts": charts.render_all(chart_data.charts()),
+        "charts": charts.render_all(selectors.charts()),
     }
     return TemplateResponse(request, "admin/dashboard.html", context)

@@ -14,7 +14,7 @@ import pygal
 from django.utils.safestring import SafeString, mark_safe
 from pygal.style import Style
 
-from .chart_data import Charts
+from .selectors import Charts
 
 # Mid-tone colours that keep their contrast on white and on the dark theme's near-black.
 SPEND, SAVED, STOPS, FAILURES = "#3b82f6", "#22a06b", "#8b5cf6", "#e5484d"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.urls import reverse
 
-from instances import chart_data
+from instances import selectors
 from instances.models import InstanceEvent, WebhookDelivery
 from instances.status import Status
 
@@ -59,7 +59,7 @@ def by_day(data, series):
 
 
 def test_spend_per_day_follows_billed_time_at_the_instances_price(history):
-    data = chart_data.charts(now=NOW)
+    data = selectors.charts(now=NOW)
     spend = by_day(data, data.spend_usd)
     assert len(data.days) == 30 and data.days[-1] == NOW.date()
     assert spend["2026-11-17"] == pytest.approx(9.9)  # ready 10:06 -> 20:00
@@ -70,7 +70,7 @@ def test_spend_per_day_follows_billed_time_at_the_instances_price(history):
 
 
 def test_savings_per_day_run_from_the_auto_stop_until_the_next_start(history):
-    data = chart_data.charts(now=NOW)
+    data = selectors.charts(now=NOW)
     saved = by_day(data, data.saved_usd)
     assert saved["2026-11-17"] == pytest.approx(4)  # 20:00 -> midnight
     assert saved["2026-11-18"] == pytest.approx(24)
@@ -79,7 +79,7 @@ def test_savings_per_day_run_from_the_auto_stop_until_the_next_start(history):
 
 
 def test_instance_hours_by_status_over_the_window(history):
-    hours = chart_data.charts(now=NOW).hours_by_status
+    hours = selectors.charts(now=NOW).hours_by_status
     assert hours == {
         Status.CREATING: pytest.approx(0.1),
         Status.STARTING: pytest.approx(0.1),
@@ -90,7 +90,7 @@ def test_instance_hours_by_status_over_the_window(history):
 
 
 def test_auto_stops_and_webhook_failures_are_counted_per_day(history):
-    data = chart_data.charts(now=NOW)
+    data = selectors.charts(now=NOW)
     assert by_day(data, data.auto_stops)["2026-11-17"] == 1
     assert sum(data.auto_stops) == 1
     assert by_day(data, data.webhook_failures)["2026-11-18"] == 2
@@ -99,7 +99,7 @@ def test_auto_stops_and_webhook_failures_are_counted_per_day(history):
 
 def test_an_instance_without_changes_in_the_window_counts_in_its_current_status(make_instance):
     make_instance(status=Status.STOPPED, created_at=NOW - 60 * DAY, price_per_hour=100_000)
-    data = chart_data.charts(now=NOW)
+    data = selectors.charts(now=NOW)
     assert data.hours_by_status == {Status.STOPPED: pytest.approx(29 * 24 + 12)}
     assert sum(data.spend_usd) == 0
 
@@ -111,7 +111,7 @@ def test_charts_are_a_fixed_number_of_queries_whatever_the_fleet(
         gpu = make_instance(name=f"q-{index}", created_at=NOW - 2 * DAY, price_per_hour=50_000)
         event(gpu, NOW - DAY, Status.READY, Status.STOPPING, source="auto-stop")
     with django_assert_max_num_queries(6):
-        chart_data.charts(now=NOW)
+        selectors.charts(now=NOW)
 
 
 def test_the_dashboard_shows_three_svg_charts_and_no_script(admin_client, history):

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from novita_gateway.errors import ApiError
+from novita_gateway.validation import unknown_fields
 
 from . import caching, metrics
 from . import health as health_checks
@@ -61,6 +62,9 @@ class CacheClearView(APIView):
         responses=OpenApiTypes.OBJECT,
     )
     def post(self, request):
+        extra = unknown_fields(request.data, ["cacheName"])
+        if extra:
+            raise serializers.ValidationError(extra)
         name = request.data.get("cacheName")
         valid = caching.cache_names()
         if name is not None and name not in valid:

@@ -8,6 +8,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from novita_gateway.validation import RejectUnknownFields
+
 from ..services.autostop import CLOCK_SKEW_ALLOWANCE
 from .fields import StrictBooleanField, StrictCharField
 
@@ -43,7 +45,7 @@ class IsoDateTimeField(serializers.Field):
 EARLIEST_LAST_USED = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-class LastUsedSerializer(serializers.Serializer):
+class LastUsedSerializer(RejectUnknownFields):
     lastUsedAt = IsoDateTimeField(
         required=False,
         help_text=(
@@ -68,7 +70,7 @@ class LastUsedByNameSerializer(LastUsedSerializer):
     instanceName = StrictCharField(min_length=1, max_length=100)
 
 
-class TriggerSerializer(serializers.Serializer):
+class TriggerSerializer(RejectUnknownFields):
     dryRun = StrictBooleanField(
         default=True, help_text="Only report what would be stopped (default true, for safety)."
     )

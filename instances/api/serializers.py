@@ -1,13 +1,14 @@
 """Request validation (input) and documented response shapes (output), kept separate.
 
 Field names are the contract's camelCase; `source=` maps them to our snake_case names.
-Unknown fields in a request body are ignored.
+Unknown fields in a request body are refused (400), nested ones included.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
+from novita_gateway.validation import RejectUnknownFields
 from ops import netsafety
 
 from ..novita import catalog
@@ -55,7 +56,7 @@ class WebhookUrlField(serializers.URLField):
         return value
 
 
-class HealthCheckConfigSerializer(serializers.Serializer):
+class HealthCheckConfigSerializer(RejectUnknownFields):
     timeoutMs = StrictIntegerField(min_value=1000, max_value=300000, default=30000)
     retryAttempts = StrictIntegerField(min_value=0, max_value=10, default=3)
     retryDelayMs = StrictIntegerField(min_value=100, max_value=30000, default=2000)
@@ -63,7 +64,7 @@ class HealthCheckConfigSerializer(serializers.Serializer):
     targetPort = StrictIntegerField(min_value=1, max_value=65535, required=False)
 
 
-class CreateInstanceSerializer(serializers.Serializer):
+class CreateInstanceSerializer(RejectUnknownFields):
     name = StrictRegexField(
         NAME_PATTERN,
         min_length=1,
@@ -122,7 +123,7 @@ class CreateInstanceSerializer(serializers.Serializer):
         return value.upper()
 
 
-class StartInstanceSerializer(serializers.Serializer):
+class StartInstanceSerializer(RejectUnknownFields):
     healthCheckConfig = HealthCheckConfigSerializer(required=False)
     targetPort = StrictIntegerField(min_value=1, max_value=65535, required=False)
     webhookUrl = WebhookUrlField()
@@ -132,7 +133,7 @@ class StartByNameSerializer(StartInstanceSerializer):
     instanceName = StrictCharField(min_length=1, max_length=100)
 
 
-class StopInstanceSerializer(serializers.Serializer):
+class StopInstanceSerializer(RejectUnknownFields):
     webhookUrl = WebhookUrlField()
 
 

@@ -7,10 +7,16 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from novita_gateway.errors import InstanceNotFound, InvalidInstanceState, documented_error
+from novita_gateway.errors import (
+    ApiError,
+    InstanceNotFound,
+    InvalidInstanceState,
+    documented_error,
+)
 
 from .. import history
 from ..models import Instance
+from ..novita import catalog
 from ..representations import (
     CreateInstanceOut,
     InstanceDetailOut,
@@ -76,11 +82,24 @@ class InstanceListCreateView(APIView):
     @extend_schema(
         summary="Create an instance",
         operation_id="instances_create",
+        description=(
+            "Checked against the catalogue before anything is created: an unknown region, a "
+            "product not offered in the region, or a template that does not exist is a 400 "
+            "`VALIDATION_ERROR` whose details name the field and list the valid `choices` (for "
+            "a product, the regions offering it). Only when the catalogue cannot be read "
+            "(upstream down) is the create accepted and resolved by the worker. Unknown body "
+            "fields are a 400."
+        ),
         request=s.CreateInstanceSerializer,
         responses={201: CreateInstanceOut, 400: ERRORS[400], 409: ERRORS[409]},
     )
     def post(self, request):
         data = validated(s.CreateInstanceSerializer, request.data)
+        problems = catalog.create_problems(
+            data["product_name"], data["template_id"], data["region"], data["gpu_num"]
+        )
+        if problems:
+            raise ApiError("Validation failed", details=problems)
         instance = commands.create_instance(data, actor=actor_of(request))
         body = CreateInstanceOut.render(
             instance,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .client import NovitaClient, get_client
-from .errors import NovitaNotFoundError, ResolutionError
+from .errors import NovitaError, NovitaNotFoundError, ResolutionError
 from .schemas import Cluster, Product, Template
 
 logger = logging.getLogger(__name__)
@@ -462,3 +462,98 @@ def list_templates(client: NovitaClient | None = None) -> list[Template]:
     """Every template upstream lists for this account (official, community and its own)."""
     client = client or get_client()
     return _cached("templates", _key("templates", client.base_url), client.list_templates)
+
+
+# --- checking a create at the door -----------------------------------------------------------
+
+_MAX_CHOICES = 50
+
+
+def create_problems(
+    product_name: str,
+    template_id: str,
+    region: str,
+    gpu_num: int = 1,
+    client: NovitaClient | None = None,
+) -> list[dict]:
+    """What the catalogue says is wrong with a create, as the contract's validation details
+    ({field, message, value}) plus `choices`: what would be valid instead.
+
+    Empty when everything exists, and also when the catalogue cannot be read (upstream down,
+    breaker open): the create is then accepted and resolved by the worker, as before. Capacity
+    is not judged here; it changes by the minute and the worker picks what is free.
+    """
+    client = client or get_client()
+    try:
+        clusters = _clusters(client)
+    except NovitaError:
+        return []
+    problems = []
+    cluster = _find_cluster(region, clusters)
+    if cluster is None:
+        available = [code for code in region_clusters() if _find_cluster(code, clusters)]
+        problems.append(
+            _problem(
+                "region",
+                region,
+                f"Region '{region}' maps to no Novita cluster right now; regions available: "
+                f"{', '.join(available) or 'none'}",
+                available,
+            )
+        )
+    problems += _product_problems(product_name, region if cluster else None, gpu_num, client)
+    problems += _template_problems(template_id, client)
+    return problems
+
+
+def _problem(field_name: str, value, message: str, choices: list[str]) -> dict:
+    return {"field": field_name, "message": message, "value": value, "choices": choices}
+
+
+def _product_problems(name: str, region: str | None, gpu_num: int, client) -> list[dict]:
+    try:
+        by_name = offers(gpu_num, client)
+    except NovitaError:
+        return []
+    found = {key.lower(): where for key, where in by_name.items()}.get(name.strip().lower())
+    if not found:
+        here = sorted(n for n, where in by_name.items() if any(c == region for c, _ in where))
+        choices = (here if region else sorted(by_name))[:_MAX_CHOICES]
+        scope = f"in {region}" if region else "anywhere"
+        return [
+            _problem(
+                "productName",
+                name,
+                f"Unknown product '{name}' for {gpu_num} GPU(s); products offered {scope}: "
+                f"{', '.join(choices) or 'none'} (GET /api/products)",
+                choices,
+            )
+        ]
+    regions = list(dict.fromkeys(code for code, _p in found))
+    if region and region not in regions:
+        return [
+            _problem(
+                "productName",
+                name,
+                f"Product '{name}' is not offered in {region}; it is offered in "
+                f"{', '.join(regions)}",
+                regions,
+            )
+        ]
+    return []
+
+
+def _template_problems(template_id: str, client) -> list[dict]:
+    try:
+        resolve_template(template_id, client=client)
+        return []
+    except ResolutionError as exc:
+        message = exc.message
+    except NovitaError:
+        return []
+    try:
+        choices = [t.id for t in list_templates(client) if t.id][:_MAX_CHOICES]
+    except NovitaError:
+        choices = []
+    listed = f"; templates: {', '.join(choices)}" if choices else ""
+    return [_problem("templateId", template_id, f"{message}{listed} (GET /api/templates)", choices)]

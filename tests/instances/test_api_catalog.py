@@ -3,6 +3,7 @@ served from the named caches."""
 
 import pytest
 
+from instances.models import Instance
 from tests.instances.upstream import TEMPLATE, V1
 
 pytestmark = pytest.mark.django_db
@@ -174,3 +175,120 @@ def test_a_cold_catalogue_with_upstream_down_is_an_upstream_error(api, novita):
     response = api.get("/api/regions")
     assert response.status_code in (502, 503)
     assert response.json()["error"]["code"] in ("NOVITA_API_ERROR", "CIRCUIT_BREAKER_OPEN")
+
+
+# --- validating a create at the door -----------------------------------------------------------
+
+CREATE = {"name": "door", "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
+
+
+@pytest.fixture
+def with_template(catalogue):
+    catalogue.mock.get(f"{V1}/template", json={"template": TEMPLATE})
+    return catalogue
+
+
+def create(api, **changes):
+    return api.post("/api/instances", {**CREATE, **changes}, format="json")
+
+
+def details_of(response) -> dict:
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    return {d["field"]: d for d in error["details"]}
+
+
+def test_a_create_the_catalogue_knows_is_accepted(api, with_template):
+    assert create(api, region="US-WEST-01").status_code == 201
+
+
+def test_a_product_not_offered_in_the_region_is_400_naming_where_it_is(api, with_template):
+    detail = details_of(create(api, productName="A100 80GB"))["productName"]
+    assert detail["value"] == "A100 80GB"
+    assert detail["choices"] == ["US-WEST-01"]
+    assert "not offered in CN-HK-01" in detail["message"] and "US-WEST-01" in detail["message"]
+    assert not Instance.objects.exists()
+
+
+def test_an_unknown_product_is_400_listing_the_products_of_the_region(api, with_template):
+    detail = details_of(create(api, productName="RTX 9090"))["productName"]
+    assert detail["choices"] == ["RTX 4090 24GB"]
+
+
+def test_a_missing_template_is_400_listing_templates(api, catalogue):
+    catalogue.mock.get(
+        f"{V1}/template",
+        status=400,
+        json={"code": 400, "reason": "TEMPLATE_NOT_FOUND", "message": "template not found"},
+    )
+    detail = details_of(create(api, templateId="no-such-template"))["templateId"]
+    assert detail["value"] == "no-such-template"
+    assert detail["choices"] == ["pytorch-jupyter"]
+    assert not Instance.objects.exists()
+
+
+def test_a_region_mapping_to_no_cluster_is_400_listing_the_regions_that_do(api, with_template):
+    detail = details_of(create(api, region="EU-WEST-01"))["region"]
+    assert detail["choices"] == ["CN-HK-01", "US-WEST-01"]
+
+
+def test_an_unknown_region_code_is_400_listing_the_codes(api, with_template):
+    detail = details_of(create(api, region="MARS-01"))["region"]
+    assert "CN-HK-01, US-WEST-01, EU-WEST-01, AS-SGP-02" in detail["message"]
+
+
+def test_every_wrong_field_is_reported_at_once(api, catalogue):
+    catalogue.mock.get(f"{V1}/template", status=400, json={"reason": "TEMPLATE_NOT_FOUND"})
+    fields = details_of(create(api, productName="RTX 9090", templateId="nope"))
+    assert set(fields) == {"productName", "templateId"}
+
+
+def test_with_upstream_down_a_create_is_accepted_and_resolved_later(api, novita):
+    novita.mock.get(f"{V1}/clusters", status=503, json={"message": "down"})
+    response = create(api, productName="anything", templateId="anything")
+    assert response.status_code == 201
+    assert Instance.objects.get().status == "creating"
+
+
+def test_a_warm_catalogue_checks_a_create_without_upstream_calls(api, with_template):
+    assert create(api, name="first").status_code == 201
+    before = upstream_calls(with_template)
+    assert create(api, name="second").status_code == 201
+    assert details_of(create(api, name="third", productName="A100 80GB"))
+    assert upstream_calls(with_template) == before
+
+
+# --- unknown body fields --------------------------------------------------------------------------
+
+
+def test_an_unknown_create_field_is_400_not_a_silent_default(api, with_template):
+    fields = details_of(create(api, gpus=2))
+    assert set(fields) == {"gpus"}
+    assert "gpuNum" in fields["gpus"]["message"]
+    assert not Instance.objects.exists()
+
+
+def test_an_unknown_nested_field_is_400(api, with_template):
+    response = create(api, healthCheckConfig={"targetPort": 8888, "timeout": 5})
+    assert set(details_of(response)) == {"healthCheckConfig.timeout"}
+
+
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("post", "/api/instances/{id}/start", {"targetport": 8888}),
+        ("post", "/api/instances/{id}/stop", {"force": True}),
+        ("post", "/api/instances/start", {"instanceName": "x", "wait": True}),
+        ("post", "/api/instances/stop", {"instanceName": "x", "wait": True}),
+        ("put", "/api/instances/{id}/last-used", {"lastUsed": "2026-01-01T00:00:00Z"}),
+        ("put", "/api/instances/last-used", {"instanceName": "x", "at": 1}),
+        ("post", "/api/instances/auto-stop/trigger", {"dry_run": False}),
+        ("post", "/api/cache/clear", {"cache": "products"}),
+    ],
+)
+def test_unknown_fields_are_400_on_every_endpoint(api, make_instance, method, path, body):
+    instance = make_instance(name="x")
+    response = getattr(api, method)(path.format(id=instance.id), body, format="json")
+    (unknown,) = set(body) - {"instanceName"}
+    assert unknown in details_of(response)

@@ -1,14 +1,19 @@
-"""Loopback TCP listeners that stand in for an instance's tcp ports.
+"""Loopback listeners that stand in for an instance's ports.
 
-A socket is bound for the whole life of the instance (so the endpoint is stable) but listens
-only while the instance is running; one background thread accepts on all of them.
+tcp ports: a socket is bound for the whole life of the instance (so the endpoint is stable) but
+listens only while the instance is running, so connections succeed exactly then.
+http ports: like Novita's edge, the listener is always up and answers 502 while the instance
+(the service behind it) is not running, 200 once it is. One background thread accepts on all
+of them; an http connection is answered on a short-lived thread of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import selectors
 import socket
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -19,15 +24,19 @@ if TYPE_CHECKING:
 
 
 class _TcpEndpoint:
-    """A loopback socket standing in for one tcp port of one instance."""
+    """A loopback socket standing in for one tcp or http port of one instance."""
 
-    __slots__ = ("port", "sock", "bound_port", "listening")
+    __slots__ = ("port", "sock", "bound_port", "listening", "kind")
 
-    def __init__(self, port: int, sock: socket.socket | None, bound_port: int):
+    def __init__(self, port: int, sock: socket.socket | None, bound_port: int, kind="tcp"):
         self.port = port
         self.sock = sock
         self.bound_port = bound_port
         self.listening = False
+        self.kind = kind
+
+
+_EDGE_TIMEOUT = 2.0  # seconds an http connection may take to send its request
 
 
 class PortListeners:
@@ -45,19 +54,57 @@ class PortListeners:
                 sock.close()
         return None
 
-    def _alloc_tcp(self, ports) -> list[_TcpEndpoint] | None:
+    def _alloc_tcp(self, ports, instance_id: str = "") -> list[_TcpEndpoint] | None:
         endpoints = []
         for port, kind in ports:
-            if kind != "tcp":
-                continue
             sock = self._bind() if self._tcp_open < self.max_tcp_listeners else None
             if sock is None:
-                # Over the cap: point at the sandbox's own HTTP port, which always accepts.
-                endpoints.append(_TcpEndpoint(port, None, self.port or 0))
-            else:
-                self._tcp_open += 1
-                endpoints.append(_TcpEndpoint(port, sock, sock.getsockname()[1]))
+                if kind == "tcp":
+                    # Over the cap: point at the sandbox's own HTTP port, which always accepts.
+                    endpoints.append(_TcpEndpoint(port, None, self.port or 0))
+                # An http port over the cap is served under /_sandbox/ports/ instead.
+                continue
+            self._tcp_open += 1
+            endpoint = _TcpEndpoint(port, sock, sock.getsockname()[1], kind)
+            if kind == "http":
+                sock.listen(16)
+                sock.setblocking(False)
+                self._selector.register(sock, selectors.EVENT_READ, (instance_id, port))
+                endpoint.listening = True
+            endpoints.append(endpoint)
         return endpoints or None
+
+    def _edge(self, conn: socket.socket, instance_id: str, port: int) -> None:
+        """Answer one HTTP request on an instance's http port the way Novita's edge does."""
+        try:
+            conn.setblocking(True)
+            conn.settimeout(_EDGE_TIMEOUT)
+            request = b""
+            while b"\r\n\r\n" not in request and len(request) < 16384:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                request += chunk
+            with self._lock:
+                inst = self._live(instance_id, time.time())
+                state = inst.state(time.time()) if inst is not None else None
+            if state == "running":
+                status = "200 OK"
+                body = json.dumps({"instanceId": instance_id, "port": port, "status": state})
+            elif state is None:
+                status, body = "404 Not Found", "no such instance"
+            else:
+                status, body = "502 Bad Gateway", "502 Bad Gateway"
+            data = body.encode()
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Length: {len(data)}\r\n"
+                "Content-Type: text/plain\r\nConnection: close\r\n\r\n"
+            )
+            conn.sendall(head.encode() + (b"" if request.startswith(b"HEAD ") else data))
+        except OSError:
+            pass  # the prober gave up or hung up: nothing to answer
+        finally:
+            conn.close()
 
     def _release_tcp(self, inst: _Instance) -> None:
         for ep in inst.tcp or ():
@@ -81,7 +128,7 @@ class PortListeners:
             return
         want = state == "running"
         for ep in inst.tcp:
-            if ep.sock is None or ep.listening == want:
+            if ep.sock is None or ep.listening == want or ep.kind == "http":
                 continue
             if want:
                 ep.sock.listen(16)
@@ -131,7 +178,10 @@ class PortListeners:
                     conn, _addr = key.fileobj.accept()  # type: ignore[union-attr]
                 except OSError:
                     continue  # closed under us by a state change: nothing to accept
-                conn.close()
+                if isinstance(key.data, tuple):
+                    threading.Thread(target=self._edge, args=(conn, *key.data), daemon=True).start()
+                else:
+                    conn.close()
             if self._watch:
                 with self._lock:
                     now = time.time()

@@ -38,6 +38,7 @@ import selectors
 import socket
 import threading
 import time
+import zlib
 from http.server import ThreadingHTTPServer
 
 from .base import (
@@ -563,11 +564,19 @@ class Sandbox(PortListeners):
 
     def _tcp_endpoint(self, inst: _Instance, port: int) -> str:
         for ep in inst.tcp or ():
-            if ep.port == port:
+            if ep.port == port and ep.kind == "tcp":
                 return f"{self.host}:{ep.bound_port}"
         return f"{self.host}:{self.port or 0}"
 
     def _http_endpoint(self, inst: _Instance, port: int) -> str:
+        """Novita writes http endpoints as `https://<id>-<port>.<cluster>...` (no port) or
+        without a scheme; on loopback the sandbox varies between the forms that can still point
+        here, stable per instance and port: `http://host:p`, `host:p` and `http://host:p/`."""
+        for ep in inst.tcp or ():
+            if ep.port == port and ep.kind == "http":
+                form = zlib.crc32(f"{inst.id}:{port}".encode()) % 3
+                address = f"{self.host}:{ep.bound_port}"
+                return (f"http://{address}", address, f"http://{address}/")[form]
         return f"{self.base_url}/_sandbox/ports/{inst.id}/{port}/"
 
     def _spot_status(self, inst: _Instance) -> str:
@@ -835,7 +844,7 @@ class Sandbox(PortListeners):
             inst.begin(SEQ_CREATE, now, self.step_seconds)
             inst.spot_reclaim_time = 0
             inst.failure = None
-            inst.tcp = self._alloc_tcp(ports)
+            inst.tcp = self._alloc_tcp(ports, inst.id)
             self._instances[inst.id] = inst
             self._after_transition(inst, now)
         return {"id": inst.id}

@@ -369,16 +369,42 @@ def test_seeding_ten_thousand_instances_still_lists_in_pages(api, sb):
 # -- ports -----------------------------------------------------------------------------------
 
 
-def test_stopped_instance_http_port_stops_answering(api, sb):
+def http_url(endpoint):
+    """Sandbox http endpoints come with or without a scheme, always on loopback."""
+    url = endpoint if "://" in endpoint else f"http://{endpoint}"
+    assert url.startswith("http://127.0.0.1:"), endpoint
+    return url
+
+
+def test_http_port_answers_like_novitas_edge_502_until_running(api, sb):
     slow_down(sb)
     instance_id = api.create()
-    url = endpoint_of(api.get("/gpu/instance", instanceId=instance_id).json(), 8888)
-    assert url.startswith("http://127.0.0.1:")
-    assert requests.get(url, timeout=TIMEOUT).status_code == 503  # not running yet
+    url = http_url(endpoint_of(api.get("/gpu/instance", instanceId=instance_id).json(), 8888))
+    assert requests.get(url, timeout=TIMEOUT).status_code == 502  # edge up, service not yet
     api.wait_status(instance_id, "running")
     assert requests.get(url, timeout=TIMEOUT).status_code == 200
     api.post("/gpu/instance/stop", {"instanceId": instance_id})
-    assert requests.get(url, timeout=TIMEOUT).status_code == 503
+    assert requests.get(url, timeout=TIMEOUT).status_code == 502
+
+
+def test_http_endpoints_come_in_each_accepted_form(api):
+    forms = set()
+    for _ in range(12):
+        view = api.get("/gpu/instance", instanceId=api.create(ports="8888/http,7860/http")).json()
+        for mapping in view["portMappings"]:
+            endpoint = mapping["endpoint"]
+            http_url(endpoint)
+            forms.add(("://" in endpoint, endpoint.endswith("/")))
+    assert forms == {(True, False), (False, False), (True, True)}
+
+
+def test_http_port_over_the_listener_cap_is_served_by_path(api, sb):
+    sb.max_tcp_listeners = 0
+    instance_id = api.create()
+    url = endpoint_of(api.get("/gpu/instance", instanceId=instance_id).json(), 8888)
+    assert url.startswith(f"{sb.base_url}/_sandbox/ports/{instance_id}/8888")
+    api.wait_status(instance_id, "running")
+    assert requests.get(url, timeout=TIMEOUT).status_code == 200
 
 
 def test_tcp_port_accepts_connections_only_while_running(api):
@@ -405,7 +431,8 @@ def test_tcp_listener_opens_without_anyone_polling(api, sb):
 
 
 def test_tcp_listeners_beyond_the_cap_share_the_sandbox_port(api):
-    with Sandbox(api_key=KEY, step_seconds=STEP, max_tcp_listeners=1).serve() as small:
+    # The cap counts every listener: the first instance's http and tcp ports take both.
+    with Sandbox(api_key=KEY, step_seconds=STEP, max_tcp_listeners=2).serve() as small:
         headers = {"Authorization": f"Bearer {KEY}"}
         url = f"{small.api_base_url}/v1/gpu/instance/create"
         first = requests.post(url, json=CREATE_BODY, headers=headers, timeout=TIMEOUT).json()

@@ -615,12 +615,20 @@ class Sandbox(PortListeners):
             "lastStartedAt": str(int(inst.last_started_at)),
             "lastStoppedAt": str(int(inst.last_stopped_at)),
         }
+        # Upstream sends statusError empty on a healthy instance, filled on a failed one.
+        view["statusError"] = {"state": "", "message": ""}
         if inst.failure and state == "exited":
             view["statusError"] = {"state": "failed", "message": inst.failure}
         return view
 
+    # List items carry fewer fields than get-instance (tests/fixtures/novita/list_instances.json).
+    _NOT_IN_LIST = ("entrypoint", "network", "freeStorageSize", "keepDataDay", "node", "jobs")
+    _NOT_IN_LIST += ("createdAt", "lastStartedAt", "lastStoppedAt")
+
     def _list_view(self, inst: _Instance, state: str) -> dict:
         view = self._base_view(inst, state)
+        for key in self._NOT_IN_LIST:
+            del view[key]
         view["portMappings"] = [{"port": p, "type": t} for p, t in inst.ports]
         view["volumeMounts"] = [
             {"type": "local", "size": str(inst.rootfs), "id": "", "mountPath": "/"}
@@ -747,7 +755,13 @@ class Sandbox(PortListeners):
             and (not ttype or t["type"] == ttype)
         ]
         page_items = items[start:end]
-        return {"template": json.loads(json.dumps(page_items)), "total": len(items)}
+        # Older upstream versions echo the paging parameters (Novita's docs show pageNum 0).
+        return {
+            "template": json.loads(json.dumps(page_items)),
+            "pageSize": size,
+            "pageNum": _int_param(q, "pageNum", 0, 0),
+            "total": len(items),
+        }
 
     def api_template(self, q: dict) -> dict:
         tid = q.get("templateId") or ""

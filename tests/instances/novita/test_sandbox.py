@@ -223,7 +223,7 @@ def test_get_instance_has_upstream_shape(api):
     assert all(m["endpoint"] for m in view["portMappings"])
     assert view["connectComponentSSH"]["password"]
     assert view["connectComponentSSH"]["isRunning"] is True
-    assert "statusError" not in view
+    assert view["statusError"] == {"state": "", "message": ""}
 
 
 def test_stop_then_start_cycles_through_exited(api, sb):

@@ -91,9 +91,10 @@ def provision(instance: Instance) -> None:
         fail(instance, f"create rejected: {exc.details()}", "worker", {})
         return
     except upstream.NovitaError as exc:
-        # A misconfigured gateway (wrong base URL, bad key) created nothing and will not until
-        # an operator fixes it: keep trying until the readiness deadline, not a count.
-        if isinstance(exc, upstream.NovitaMisconfiguredError):
+        # Refused before anything was created (a wrong base URL or key, the breaker open):
+        # not ambiguous, and it clears without us, so keep trying until the readiness deadline
+        # rather than failing after a count.
+        if isinstance(exc, (upstream.NovitaMisconfiguredError, upstream.NovitaCircuitOpenError)):
             if fail_if_overdue(instance):
                 return
         elif attempts + 1 >= MAX_CREATE_ATTEMPTS:

@@ -8,7 +8,7 @@ import requests
 from django.utils import timezone
 
 from instances.models import Instance, WebhookDelivery
-from instances.services import health_probe, monitor
+from instances.services import health_probe, monitor, provisioning
 from instances.status import Desired, Status
 from tests.instances.upstream import remote_instance
 
@@ -69,6 +69,60 @@ def test_provision_picks_cheapest_available_offer_and_template(make_instance, no
     assert body["name"] == instance.name and body["kind"] == "gpu"
     assert instance.novita_instance_id == "nov-new"
     assert instance.status == Status.CREATING
+
+
+def test_create_sends_the_templates_min_cuda_version(make_instance, novita):
+    from tests.instances.upstream import TEMPLATE, V1
+
+    novita.mock.get(f"{V1}/template", json={"template": {**TEMPLATE, "minCudaVersion": "12.4"}})
+    novita.catalogue()
+    novita.create_returns("nov-new")
+    step(creating(make_instance).id)
+    (body,) = novita.bodies("/gpu/instance/create")
+    assert body["minCudaVersion"] == "12.4"
+
+
+def test_spot_create_asks_for_spot_offers_and_records_the_spot_price(make_instance, novita):
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.instances.upstream import V1
+
+    novita.mock.get(f"{V1}/clusters", json={"data": [{"id": "cn-hongkong-1", "name": "CN-HK-01"}]})
+    novita.mock.get(
+        f"{V1}/products",
+        json={
+            "data": [
+                {
+                    "id": "p-spot",
+                    "name": "RTX 4090 24GB",
+                    "availableDeploy": True,
+                    "price": 35000,
+                    "spotPrice": "17500",
+                    "billingMethods": ["onDemand", "spot"],
+                    "regions": ["CN-HK-01"],
+                }
+            ]
+        },
+    )
+    novita.catalogue()
+    novita.create_returns("nov-spot")
+    instance = step(creating(make_instance, billing_mode="spot", gpu_num=2).id)
+    query = parse_qs(urlsplit(novita.calls("/products")[0].request.url).query)
+    assert query["billingMethod"] == ["spot"] and query["clusterId"] == ["cn-hongkong-1"]
+    (body,) = novita.bodies("/gpu/instance/create")
+    assert (body["productId"], body["billingMode"]) == ("p-spot", "spot")
+    assert instance.price_per_hour == 17500 * 2
+
+
+def test_misconfigured_upstream_keeps_a_create_waiting_instead_of_failing(make_instance, novita):
+    import re
+
+    novita.mock.get(re.compile(r"https://novita\.test/.*"), status=404, body="<html>404</html>")
+    instance = creating(make_instance)
+    for _ in range(provisioning.MAX_CREATE_ATTEMPTS + 1):
+        instance = step(instance.id)
+    assert instance.status == Status.CREATING, list(instance.events.values_list("reason"))
+    assert novita.calls("/gpu/instance/create") == []
 
 
 def test_rejected_create_ends_failed_with_reason_and_webhook(make_instance, novita):
@@ -321,3 +375,13 @@ def test_create_succeeds_when_the_broker_is_down(
     instance = Instance.objects.get(name="no-broker")
     assert instance.next_poll_at <= timezone.now(), "due for the monitor sweep"
     assert [pk for pk, _ in monitor.claim_due()] == [instance.pk]
+
+
+def test_misconfigured_upstream_fails_a_create_only_at_its_deadline(make_instance, novita):
+    import re
+
+    novita.mock.get(re.compile(r"https://novita\.test/.*"), status=401, body="{}")
+    instance = creating(make_instance, readiness_deadline=timezone.now() - timedelta(seconds=1))
+    instance = step(instance.id)
+    assert instance.status == Status.FAILED
+    assert instance.failure_reason == "not ready before maxWaitTimeMs passed"

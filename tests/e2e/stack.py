@@ -9,6 +9,8 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -45,6 +47,42 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+def procfile_web_args(
+    port: int, env: dict, *, procfile: Path = ROOT / "Procfile", app: str | None = None
+) -> list[str]:
+    """The Procfile's web command (gunicorn with its settings) bound to 127.0.0.1:`port`.
+
+    `${NAME:-default}` is expanded from `env` as the shell would; `app` replaces the WSGI app."""
+    line = next(
+        line.split(":", 1)[1]
+        for line in procfile.read_text().splitlines()
+        if line.startswith("web:")
+    )
+
+    def expand(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2) or ""
+        return env.get(name) or default
+
+    args = shlex.split(re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", expand, line))
+    if args[0] == "gunicorn":
+        args[0] = str(BIN / "gunicorn")
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--bind", "-b"):
+            skip = True
+            continue
+        if arg.startswith("--bind="):
+            continue
+        if app and arg.endswith(":application"):
+            arg = app
+        out.append(arg)
+    return [*out, "--bind", f"127.0.0.1:{port}"]
 
 
 class WebhookReceiver:
@@ -96,9 +134,13 @@ class Stack:
         step_seconds: float = 0.3,
         web_workers: int = 1,
         outbound_concurrency: int = 2,
+        web_procfile: bool = False,
     ):
+        # web_procfile: serve with the Procfile's web line (workers, threads, keep-alive, logs)
+        # instead of the small fixed settings most tests use.
         self.web_workers = web_workers
         self.outbound_concurrency = outbound_concurrency
+        self.web_procfile = web_procfile
         self.tmp = Path(tempfile.mkdtemp(prefix="ngw-e2e-"))
         self.procs: dict[str, subprocess.Popen] = {}
         self.sandbox_port = free_port()
@@ -260,6 +302,9 @@ class Stack:
         )
 
     def start_web(self, index: int = 0):
+        if self.web_procfile:
+            self._spawn(f"web{index}", procfile_web_args(self.web_ports[index], self.env))
+            return
         self._spawn(
             f"web{index}",
             [

@@ -10,6 +10,8 @@ in the log.
 import hmac
 import ipaddress
 import logging
+import threading
+import time
 from functools import wraps
 
 from django.conf import settings
@@ -33,6 +35,13 @@ CONFIGURED_CACHE_KEY = "ops:api-keys-configured"
 _CONFIGURED_CACHE_SECONDS = 30
 _LAST_USED_RESOLUTION_SECONDS = 60
 WWW_AUTHENTICATE = 'Bearer realm="api"'
+# What an admin-issued key's hash resolves to is remembered in each process this long: a client
+# polling many times a second costs one query per half second, and a key revoked in any process
+# is refused everywhere within a second (revoking in this process forgets it at once).
+KEY_LOOKUP_SECONDS = 0.5
+_KEY_LOOKUP_MAX = 4096
+_key_lookups: dict[str, tuple[float, "ApiKey | None"]] = {}
+_key_lookups_lock = threading.Lock()
 
 _warned_open = False
 
@@ -53,6 +62,8 @@ def admin_keys_exist() -> bool:
 
 def forget_cached_keys() -> None:
     cache.delete(CONFIGURED_CACHE_KEY)
+    with _key_lookups_lock:
+        _key_lookups.clear()
 
 
 def keys_configured() -> bool:
@@ -109,7 +120,7 @@ def identify(raw: str) -> tuple[ApiClient, ApiKey | None] | None:
             matched = f"env:{index}"
     if matched:
         return ApiClient(matched), None
-    key = ApiKey.objects.filter(key_hash=digest).first()
+    key = _stored_key(digest)
     if key is None or not hmac.compare_digest(key.key_hash, digest) or not key.is_active:
         return None
     # Touch last_used_at at most once a minute to keep hot paths write-free.
@@ -119,18 +130,45 @@ def identify(raw: str) -> tuple[ApiClient, ApiKey | None] | None:
         or (now - key.last_used_at).total_seconds() > _LAST_USED_RESOLUTION_SECONDS
     ):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
     return ApiClient(f"key:{key.pk}"), key
+
+
+def _stored_key(digest: str) -> ApiKey | None:
+    now = time.monotonic()
+    found = _key_lookups.get(digest)
+    if found is not None and found[0] > now:
+        return found[1]
+    key = ApiKey.objects.filter(key_hash=digest).first()
+    with _key_lookups_lock:
+        if len(_key_lookups) >= _KEY_LOOKUP_MAX:
+            _key_lookups.clear()
+        _key_lookups[digest] = (now + KEY_LOOKUP_SECONDS, key)
+    return key
+
+
+def client_of(request) -> tuple[ApiClient, ApiKey | None] | None:
+    """The client whose valid key `request` presents, or None: looked up once per request, so
+    the rate limiter and authentication share one lookup."""
+    http_request = getattr(request, "_request", request)  # DRF's Request wraps Django's
+    try:
+        return http_request._api_client_lookup
+    except AttributeError:
+        raw = presented_key(http_request)
+        result = identify(raw) if raw is not None else None
+        http_request._api_client_lookup = result
+        return result
 
 
 class ApiKeyAuthentication(BaseAuthentication):
     """Accepts keys from GATEWAY_API_KEYS or issued in the admin."""
 
     def authenticate(self, request):
-        raw = presented_key(request)
-        if raw is None or not keys_configured():
+        if presented_key(request) is None:
             return None
-        result = identify(raw)
-        if result is None:
+        result = client_of(request)
+        # A valid key proves keys are configured; only a bad one needs to ask whether any is.
+        if result is None and keys_configured():
             # Same answer for unknown and revoked keys: no hint about which keys exist.
             raise AuthenticationFailed()
         return result
@@ -167,8 +205,7 @@ def api_key_required(view):
                 headers={"WWW-Authenticate": WWW_AUTHENTICATE},
             )
         if configured:
-            raw = presented_key(request)
-            result = identify(raw) if raw is not None else None
+            result = client_of(request)
             if result is None:
                 return error_response(
                     401,

@@ -57,7 +57,12 @@ class ApiKey(models.Model):
     @classmethod
     def revoke_all(cls, queryset) -> int:
         """Revoke the still-active keys of `queryset`; returns how many were revoked."""
-        return queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        from .auth import forget_cached_keys
+
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        # This process refuses them at once; the others within auth.KEY_LOOKUP_SECONDS.
+        forget_cached_keys()
+        return count
 
 
 @receiver(post_save, sender=ApiKey)

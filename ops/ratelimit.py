@@ -16,10 +16,8 @@ RATE_LIMIT_PER_MINUTE=0 turns the limit off.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import math
-import threading
 import time
 
 from django.conf import settings
@@ -27,49 +25,18 @@ from django.conf import settings
 from novita_gateway.errors import error_response
 
 from . import counters, metrics
-from .auth import client_ip, env_keys, keys_configured, presented_key
-from .models import ApiKey, hash_key
+from .auth import client_ip, client_of
 
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 EXEMPT_PREFIXES = ("/api/docs/", "/api/schema/")
-# Admin-issued keys are looked up in the database at most this often per key and process.
-_KEY_CACHE_SECONDS = 30.0
-_KEY_CACHE_MAX = 4096
-_key_cache: dict[str, tuple[str | None, float]] = {}
-_key_cache_lock = threading.Lock()
-
-
-def _key_ident(raw: str) -> str | None:
-    """The stable identity of a valid API key ("env:0", "key:12"), None for an invalid one."""
-    digest = hash_key(raw)
-    for index, configured in enumerate(env_keys()):
-        if hmac.compare_digest(hash_key(configured), digest):
-            return f"env:{index}"
-    now = time.monotonic()
-    cached = _key_cache.get(digest)
-    if cached is not None and cached[1] > now:
-        return cached[0]
-    pk = (
-        ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
-        .values_list("pk", flat=True)
-        .first()
-    )
-    ident = f"key:{pk}" if pk is not None else None
-    with _key_cache_lock:
-        if len(_key_cache) >= _KEY_CACHE_MAX:
-            _key_cache.clear()
-        _key_cache[digest] = (ident, now + _KEY_CACHE_SECONDS)
-    return ident
 
 
 def client_identity(request) -> str:
-    raw = presented_key(request)
-    if raw and keys_configured():
-        ident = _key_ident(raw)
-        if ident:
-            return ident
+    client = client_of(request)
+    if client is not None:
+        return client[0].ident
     return f"ip:{client_ip(request) or 'unknown'}"
 
 

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import RequestFactory
 from django.urls import URLResolver, get_resolver
+from django.utils import timezone
 
 from ops import auth
 from ops.models import ApiKey, hash_key
@@ -169,11 +170,64 @@ def test_admin_key_in_either_header_and_last_used_is_recorded(client):
     assert_unauthorized(client.get(PING))
 
 
-def test_last_used_is_written_at_most_once_a_minute(client, django_assert_num_queries):
+class Clock:
+    """Stands in for time.monotonic in ops.auth, moved by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    fake = Clock()
+    with mock.patch.object(auth, "time", fake):
+        yield fake
+
+
+def test_last_used_is_written_at_most_once_a_minute(client, clock, django_assert_num_queries):
     key, raw = ApiKey.issue("ci")
     client.get(PING, HTTP_X_API_KEY=raw)
+    clock.now += auth.KEY_LOOKUP_SECONDS + 0.01
     with django_assert_num_queries(1):  # the lookup, no UPDATE
         assert client.get(PING, HTTP_X_API_KEY=raw).status_code == 200
+
+
+def test_a_client_polling_fast_costs_no_query_per_poll(client, clock, django_assert_num_queries):
+    _key, raw = ApiKey.issue("poller")
+    client.get(PING, HTTP_X_API_KEY=raw)
+    with django_assert_num_queries(0):
+        for _ in range(5):
+            clock.now += auth.KEY_LOOKUP_SECONDS / 10
+            assert client.get(PING, HTTP_X_API_KEY=raw).status_code == 200
+
+
+def test_a_key_revoked_by_another_process_is_refused_within_a_second(client, clock):
+    key, raw = ApiKey.issue("leaked")
+    assert client.get(PING, HTTP_X_API_KEY=raw).status_code == 200
+    # Another process revokes it: nothing in this process hears about it.
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())
+    clock.now += 1.0
+    assert_unauthorized(client.get(PING, HTTP_X_API_KEY=raw))
+
+
+def test_a_key_revoked_in_this_process_is_refused_at_once(client, clock):
+    key, raw = ApiKey.issue("leaked")
+    assert client.get(PING, HTTP_X_API_KEY=raw).status_code == 200
+    ApiKey.revoke_all(ApiKey.objects.filter(pk=key.pk))
+    assert_unauthorized(client.get(PING, HTTP_X_API_KEY=raw))
+
+
+def test_a_new_key_is_accepted_at_once_after_a_refused_try(client, clock):
+    _first, _raw = ApiKey.issue("first")
+    unknown = "ngw_not-issued-yet"
+    assert_unauthorized(client.get(PING, HTTP_X_API_KEY=unknown))
+    key = ApiKey(name="late")
+    key.prefix, key.key_hash = unknown[:12], hash_key(unknown)
+    key.save()
+    assert client.get(PING, HTTP_X_API_KEY=unknown).status_code == 200
 
 
 def test_env_key_needs_no_database_query(client, env_key, django_assert_num_queries):

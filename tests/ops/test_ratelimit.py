@@ -9,8 +9,10 @@ import time
 from unittest import mock
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from ops import counters, ratelimit
+from ops import auth, counters, ratelimit
 from ops.models import ApiKey
 from tests.ops.test_metrics import private_state  # noqa: F401 - fixture
 
@@ -142,6 +144,18 @@ def test_an_admin_issued_key_has_its_own_allowance(client, limit):
     assert client.get(PATH).status_code == 429
     assert client.get(PATH, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
     assert client.get(PATH, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 429
+
+
+def test_rate_limit_and_authentication_look_the_key_up_once(client, limit):
+    limit(100)
+    _key, raw = ApiKey.issue("poller")
+    auth.forget_cached_keys()
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(PATH, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+    lookups = [
+        q["sql"] for q in queries if q["sql"].startswith("SELECT") and "ops_apikey" in q["sql"]
+    ]
+    assert len(lookups) == 1
 
 
 def test_buckets_are_named_by_a_hash_never_by_the_key_or_address():

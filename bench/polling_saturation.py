@@ -130,6 +130,104 @@ class Wrk:
         raise RuntimeError(f"wrk printed no summary:\n{result.stdout}\n{result.stderr}")
 
 
+# Where a poll's CPU goes: each sampled stack is charged to the first of these parts that any
+# of its frames matches (so a query made by the rate limiter counts as rate limiting). Frames
+# look like "function (package/module.py:line)".
+PROFILE_PARTS = [
+    ("open a database connection (+ pragmas)", ("get_new_connection", "init_connection_state")),
+    ("close the connection at request end", ("close_old_connections",)),
+    ("logging (ours and gunicorn's access log)", ("(logging/", "(gunicorn/glogging.py")),
+    ("rate limit (shared counter)", ("hit_window (",)),
+    ("API key check", ("identify (", "client_of (", "keys_configured (", "authenticate (")),
+    ("metrics", ("(ops/metrics.py", "incr_many (")),
+    ("Redis client (other)", ("(redis/", "(django_redis/")),
+    ("cache (other)", ("(django/core/cache/",)),
+    ("ORM: query, SQL and model building", ("(django/db/",)),
+    ("body (representation, JSON render)", ("representations.py", "renderers.py")),
+    ("DRF request/view machinery", ("(rest_framework/",)),
+    ("Django handler and middleware", ("(django/", "(whitenoise/", "(axes/", "(ops/")),
+    ("gunicorn (HTTP parsing, sockets, event loop)", ("(gunicorn/",)),
+]
+
+
+def profile_summary(raw: str, top: int = 12) -> list[str]:
+    """Shares of worker samples from py-spy's raw (collapsed) output."""
+    parts: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = in_django = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        if any("django/core/handlers/base.py" in f for f in frames):
+            in_django += n
+        part = next(
+            (label for label, marks in PROFILE_PARTS if any(m in f for f in frames for m in marks)),
+            "other",
+        )
+        parts[part] = parts.get(part, 0) + n
+        leaf = frames[-1]
+        own[leaf] = own.get(leaf, 0) + n
+    if not total:
+        return ["  (no samples)"]
+    out = [f"  {total} samples of the web workers; {in_django / total:.0%} inside Django's handler"]
+    out.append("  by part (each sample charged once, first matching part):")
+    for label, n in sorted(parts.items(), key=lambda kv: -kv[1]):
+        out.append(f"    {n / total:6.1%}  {label}")
+    out.append(f"  top {top} functions by own samples:")
+    for leaf, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"    {n / total:6.1%}  {leaf[:110]}")
+    return out
+
+
+def pyspy() -> str | None:
+    return os.environ.get("PYSPY") or shutil.which("py-spy")
+
+
+def profile_polls(
+    stack: Stack, wrk: Wrk, base: str, paths, headers, tmp: Path, keep: str | None
+) -> list[str]:
+    binary = pyspy()
+    if not binary:
+        return ["  py-spy not found (pip install py-spy, or set PYSPY): no profile"]
+    out = tmp / "profile.txt"
+    sampler = subprocess.Popen(
+        [
+            binary,
+            "record",
+            "--pid",
+            str(stack.procs["web0"].pid),
+            "--subprocesses",
+            "--nonblocking",
+            # Only the thread holding the GIL: where Python CPU goes, not who waits for it.
+            "--gil",
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--duration",
+            str(int(wrk.seconds)),
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    result = wrk.run(base, paths, headers)
+    _, err = sampler.communicate(timeout=wrk.seconds + 60)
+    if not out.exists():
+        return [f"  py-spy failed: {err.strip()[-300:]}"]
+    if keep:
+        shutil.copyfile(out, keep)
+    lines = [f"  (this run: {result['rps']:,.0f} req/s with the sampler attached)"]
+    return lines + profile_summary(out.read_text())
+
+
 def start_server(args: list[str], env: dict, log: Path, port: int) -> subprocess.Popen:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -182,6 +280,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--profile-raw", help="also keep py-spy's raw stacks in this file")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the rounds, sample the web workers with py-spy (PYSPY or on PATH) "
+        "during one more poll run and print where the time goes",
+    )
     args = parser.parse_args()
 
     wrk_binary = ensure_wrk()
@@ -296,6 +401,12 @@ def main() -> int:
             f"  upstream calls during polling                {upstream_calls} = "
             f"{per_thousand:.2f} per 1,000 polls  (target <= 10)"
         )
+        if args.profile:
+            print()
+            print("  profile of the web workers during one more poll run (py-spy):")
+            lines = profile_polls(stack, wrk, gateway, poll_paths, auth, tmp, args.profile_raw)
+            for line in lines:
+                print(line)
         met = sync_ratio >= 0.25 and poll["p99"] < 50 and poll["errors"] == 0 and per_thousand <= 10
         print(f"  targets {'met' if met else 'NOT MET'}")
         return 0 if met else 1

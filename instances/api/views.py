@@ -14,7 +14,7 @@ from novita_gateway.errors import (
     documented_error,
 )
 
-from .. import history
+from .. import history, lookups
 from ..models import Instance
 from ..novita import catalog
 from ..representations import (
@@ -42,7 +42,7 @@ def actor_of(request) -> str:
 
 
 def get_instance_or_404(instance_id: str) -> Instance:
-    instance = Instance.objects.filter(pk=instance_id).first()
+    instance = lookups.instance_by_id(instance_id)
     if instance is None:
         raise InstanceNotFound(details=f"Instance with ID '{instance_id[:100]}' does not exist")
     return instance

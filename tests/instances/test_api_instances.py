@@ -3,10 +3,17 @@
 import re
 
 import pytest
+from django.utils import timezone
 
+from instances import history
 from instances.models import Instance, InstanceEvent
+from instances.representations import InstanceDetailOut
+from instances.services import transitions
 from instances.status import Desired, Status
+from ops import metrics
 from tests.instances.upstream import remote_instance
+from tests.ops.test_metrics import private_state  # noqa: F401 - fixture
+from tests.ops.test_ratelimit import fresh_window
 
 pytestmark = pytest.mark.django_db
 
@@ -148,6 +155,52 @@ def test_get_returns_detail_shape(api, make_instance, novita):
     assert body["connectionDetails"]["ssh"] == "ssh root@abc -p 22"
     assert ISO.match(body["createdAt"])
     assert len(novita.mock.calls) == 0, "a read must not call upstream"
+
+
+def test_a_status_change_is_visible_to_the_very_next_poll(api, make_instance):
+    instance = make_instance(status=Status.READY)
+    assert api.get(f"/api/instances/{instance.id}").json()["status"] == "ready"
+    transitions.transition(
+        instance.id,
+        expected=[Status.READY],
+        to_status=Status.STOPPING,
+        source="api",
+        reason="stop requested",
+        notify=False,
+    )
+    body = api.get(f"/api/instances/{instance.id}").json()
+    assert body["status"] == "stopping"
+    assert body["statusReason"] == "stop requested"
+
+
+def test_a_poll_shows_the_row_as_the_orm_reads_it(api, make_instance):
+    now = timezone.now()
+    instance = make_instance(
+        port_mappings=[{"port": 22, "endpoint": "abc.novita.test:22", "type": "tcp"}],
+        connection_details={"ssh": "ssh root@abc -p 22"},
+        ready_at=now,
+        last_used_at=now,
+        auto_stop_at=now,
+        auto_stop_minutes=7,
+        failure_reason="readiness deadline passed",
+    )
+    body = api.get(f"/api/instances/{instance.id}").json()
+    instance = Instance.objects.get(pk=instance.id)
+    expected = InstanceDetailOut.render(instance, **history.billing(instance).as_values())
+    assert body == {**expected, "billedSeconds": body["billedSeconds"]}
+
+
+@pytest.mark.usefixtures("private_state")
+def test_polls_count_toward_the_rate_limit_and_the_metrics(api, make_instance, settings):
+    instance = make_instance()
+    settings.RATE_LIMIT_PER_MINUTE = 3
+    fresh_window()
+    metrics.flush()
+    before = metrics.totals().get("requests:total", 0)
+    codes = [api.get(f"/api/instances/{instance.id}").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    metrics.flush()
+    assert metrics.totals()["requests:total"] - before == 4
 
 
 def test_get_unknown_instance_is_404_envelope(api):

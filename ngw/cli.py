@@ -145,14 +145,21 @@ def table(
     present = [(key, label) for key, label in columns if any(key in row for row in rows)]
     t = Table(title=title or None, title_justify="left", header_style="bold")
     for key, label in present:
-        # Ids and names are what a user copies: never cut them.
-        copied = key in ("id", "name")
-        t.add_column(label, no_wrap=True, overflow="fold" if copied else "ellipsis")
+        if key in ("id", "name"):
+            # Ids and names are what a user copies into the next command: never cut them.
+            widest = max([len(label), *(len(str(row.get(key) or "")) for row in rows)])
+            t.add_column(label, no_wrap=True, min_width=min(widest, 40), overflow="fold")
+        elif key in WRAPPED:
+            t.add_column(label, ratio=1, overflow="fold")
+        else:
+            t.add_column(label, no_wrap=True, overflow="ellipsis")
     for row in rows:
         t.add_row(*(cell(key, row.get(key), relative) for key, _ in present))
     return t
 
 
+# Long free text takes the room left and wraps; every other column keeps its width.
+WRAPPED = {"reason", "regions", "image", "note", "ports"}
 TIME_FIELDS = {"createdAt", "lastUsedAt", "autoStopAt", "readyAt", "stoppedAt", "timestamp"}
 
 
@@ -390,8 +397,6 @@ def catalog(ctx, region, gpus, as_json):
             items(products, "products"),
             [
                 ("name", "Product"),
-                ("gpu", "GPU"),
-                ("gpuMemoryGb", "GPU GB"),
                 ("gpuNum", "GPUs"),
                 ("pricePerHour", "On-demand $/h"),
                 ("spotPricePerHour", "Spot $/h"),
@@ -404,7 +409,7 @@ def catalog(ctx, region, gpus, as_json):
     out.print(
         table(
             items(templates, "templates"),
-            [("id", "Template"), ("name", "Name"), ("image", "Image"), ("ports", "Ports")],
+            [("id", "Template"), ("ports", "Ports"), ("name", "Name"), ("image", "Image")],
             "Templates (--template)",
         )
     )
@@ -588,14 +593,16 @@ def events(ctx, ref, as_json):
         return
     rows = items(answer, "events")
     for row in rows:
-        if row.get("fromStatus") or row.get("toStatus"):
-            row["change"] = f"{row.get('fromStatus') or '-'} → {row.get('toStatus') or '-'}"
+        before, after = row.get("fromStatus"), row.get("toStatus")
+        if before == after:  # a decision recorded without a status change
+            row["change"] = after or ""
+        elif before or after:
+            row["change"] = f"{before or '-'} → {after or '-'}"
     out.print(
         table(
             rows,
             [
-                ("createdAt", "At"),
-                ("timestamp", "At"),
+                ("createdAt", "When"),
                 ("change", "Change"),
                 ("kind", "Kind"),
                 ("source", "Source"),
@@ -603,6 +610,7 @@ def events(ctx, ref, as_json):
                 ("reason", "Why"),
             ],
             f"Events of {instance.get('name')}",
+            relative=True,
         )
     )
 

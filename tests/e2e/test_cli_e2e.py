@@ -133,14 +133,14 @@ def test_events_list_the_history_with_reasons(stack):
     assert "stopping → stopped" in out and "api" in out and "monitor" in out
 
 
-def test_catalog_lists_products_and_templates_or_says_the_gateway_has_none(stack):
-    result = ngw(stack, "catalog")
-    if result.returncode == 3:
-        assert "has no catalog endpoints" in result.stderr
-        assert "Traceback" not in result.stderr
-    else:
-        out = ok(result)
-        assert PRODUCT in out and "pytorch-jupyter" in out and "ubuntu-ssh" in out
+def test_catalog_lists_regions_products_with_prices_and_templates(stack):
+    out = ok(ngw(stack, "catalog"))
+    for text in ("CN-HK-01", PRODUCT, "RTX 3090 24GB", "pytorch-jupyter", "ubuntu-ssh", "comfyui"):
+        assert text in out, out
+    assert "$0.35" in out  # the cheapest RTX 4090 offer, per hour
+    assert "8888/http" in out
+    products = json.loads(ok(ngw(stack, "catalog", "--region", "CN-HK-01", "--json")))["products"]
+    assert PRODUCT in {p["name"] for p in products["products"]}
 
 
 def test_rm_waits_until_terminated_and_a_start_afterwards_is_a_conflict(stack):

@@ -254,3 +254,15 @@ def test_autostop_without_run_is_a_dry_run(gateway):
     assert result.exit_code == 0, result.output
     assert json.loads(trigger.calls[0].request.body) == {"dryRun": True}
     assert "not running" in result.output and "no idle instance" in result.output
+
+
+def test_the_installed_ngw_command_is_this_cli():
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    module, _, attr = pyproject["project"]["scripts"]["ngw"].partition(":")
+    assert getattr(importlib.import_module(module), attr) is cli.main
+    result = CliRunner().invoke(cli.main, ["--help"])
+    assert result.exit_code == 0 and "Exit codes:" in result.output

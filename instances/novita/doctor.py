@@ -25,6 +25,7 @@ import requests
 
 from instances.services import health_probe
 from instances.status import from_upstream
+from ops.netsafety import DeadlineAdapter, deadline
 
 from . import catalog
 from .client import NovitaClient
@@ -166,6 +167,9 @@ class Doctor:
         self.v1 = self.client.base_url + "/v1"
         self.session = requests.Session()
         self.session.trust_env = False
+        adapter = DeadlineAdapter(max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.clusters: list[Cluster] = []
         self.mapped: dict[str, Cluster] = {}
         self.created_id: str | None = None
@@ -193,20 +197,24 @@ class Doctor:
     def _bounded(self) -> NovitaClient:
         """The client, its timeouts cut to what is left of the time limit."""
         self.client.timeout = self._timeouts()
+        self.client.total_timeout = min(sum(self.client.timeout), max(self.remaining(), 0.001))
         return self.client
 
     def raw(self, path: str, params: dict | None = None, *, key: str | None = None) -> RawAnswer:
         """A GET under the v1 base, answered as is (no parsing rules of the gateway applied)."""
-        response = self.session.get(
-            self.v1 + path,
-            params=params,
-            headers={
-                "Authorization": f"Bearer {self.api_key if key is None else key}",
-                "Content-Type": "application/json",
-            },
-            timeout=self._timeouts(),
-            allow_redirects=False,
-        )
+        timeouts = self._timeouts()
+        # Per-operation timeouts do not stop an answer that trickles in: bound the whole call.
+        with deadline(min(sum(timeouts), self.remaining())):
+            response = self.session.get(
+                self.v1 + path,
+                params=params,
+                headers={
+                    "Authorization": f"Bearer {self.api_key if key is None else key}",
+                    "Content-Type": "application/json",
+                },
+                timeout=timeouts,
+                allow_redirects=False,
+            )
         try:
             body = response.json()
         except ValueError:
@@ -558,7 +566,7 @@ class Doctor:
         self.record(
             "smoke.running",
             "the instance reaches `running`",
-            CONFIRMED if running else CONTRADICTED,
+            self._outcome(running),
             " -> ".join(seen),
         )
         if running:
@@ -572,7 +580,7 @@ class Doctor:
         self.record(
             "smoke.stop",
             "stop brings the instance to `exited`",
-            CONFIRMED if stopped else CONTRADICTED,
+            self._outcome(stopped),
             " -> ".join(seen),
         )
         self._bounded().delete_instance(self.created_id)
@@ -588,13 +596,22 @@ class Doctor:
         ids = [i.id for i in found]
         return (CONFIRMED if self.created_id in ids else CONTRADICTED), f"ids {ids}"
 
+    def _outcome(self, reached: bool) -> str:
+        """A wait that ended on the run's time limit proves nothing either way."""
+        if reached:
+            return CONFIRMED
+        return NOT_CHECKED if self.remaining() <= 0 else CONTRADICTED
+
     def _poll(self, until: float) -> Iterator[None]:
         """Yield until `until` or the time limit, sleeping between rounds."""
+        end = min(until, self.deadline)
         while True:
             yield
-            if self.clock() >= until or self.remaining() <= 0:
+            if self.clock() >= end:
                 return
-            self.sleep(self.poll_seconds)
+            self.sleep(min(self.poll_seconds, max(end - self.clock(), 0.0)))
+            if self.clock() >= end:
+                return
 
     def _wait_status(self, wanted: str, until: float) -> tuple[bool, list[str]]:
         seen: list[str] = []
@@ -649,7 +666,9 @@ class Doctor:
         # A create that timed out may still have made an instance: find it by its unique name.
         for attempt in range(3):
             try:
-                self.client.timeout = (3.05, self.call_timeout)
+                # The run's time limit may be spent: cleanup gets full timeouts of its own.
+                self.client.timeout = (min(3.05, self.call_timeout), self.call_timeout)
+                self.client.total_timeout = sum(self.client.timeout)
                 if not ids:
                     found = self.client.list_instances(name=self.created_name)
                     ids = [i.id for i in found if i.id and i.name == self.created_name]

@@ -152,6 +152,18 @@ def test_smoke_that_upstream_refuses_is_contradicted_and_leaves_nothing(sandbox)
     assert deleted_or_deleting(sb, doctor.created_id)
 
 
+def test_smoke_cut_by_the_time_limit_still_deletes_its_instance(sandbox):
+    sb = sandbox()
+    sb.configure(step_seconds=5)  # never running within the limit
+    doctor, lines = doctor_for(sb, time_limit=2.0)
+    doctor.run("CN-HK-01", **SMOKE)
+    found = results(doctor)
+    assert found["smoke.running"] == NOT_CHECKED
+    assert CONTRADICTED not in found.values()
+    assert sb.call_count("/gpu/instance/delete") == 1
+    assert deleted_or_deleting(sb, doctor.created_id)
+
+
 def test_the_time_limit_bounds_the_run(sandbox):
     sb = sandbox()
     sb.set_fault(latency_ms=300)  # every call slow, none failing

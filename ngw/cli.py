@@ -333,7 +333,21 @@ def print_endpoints(instance: dict) -> None:
 
 # --- the commands --------------------------------------------------------------------------------
 
-WAIT_TIMEOUT_HELP = "Seconds --wait waits before giving up (exit code 10)."
+
+def wait_options(target: str, default_timeout: float):
+    """--wait (follow the instance to `target`) and --wait-timeout, for every action."""
+
+    def decorate(command):
+        command = click.option(
+            "--wait-timeout",
+            type=click.FloatRange(min=0),
+            default=default_timeout,
+            show_default=True,
+            help="Seconds --wait waits before giving up (exit code 10).",
+        )(command)
+        return click.option("--wait", is_flag=True, help=f"Follow it to {target}.")(command)
+
+    return decorate
 
 
 @click.group(cls=Ngw, context_settings={"help_option_names": ["-h", "--help"]}, help=__doc__)
@@ -424,8 +438,7 @@ def catalog(ctx, region, gpus, as_json):
 @click.option("--auto-stop", type=click.IntRange(1, 10080), help="Idle minutes before auto-stop.")
 @click.option("--no-auto-stop", is_flag=True, help="Exempt this instance from auto-stop.")
 @click.option("--spot", is_flag=True, help="Spot billing (cheaper, may be reclaimed).")
-@click.option("--wait", is_flag=True, help="Follow it to ready and print its endpoints.")
-@click.option("--wait-timeout", type=float, default=900, show_default=True, help=WAIT_TIMEOUT_HELP)
+@wait_options("ready and print its endpoints", 900)
 @click.pass_context
 def create(ctx, name, product, template, region, gpus, auto_stop, no_auto_stop, spot, wait,
            wait_timeout):  # fmt: skip
@@ -522,8 +535,7 @@ def _action(ctx, ref: str, call, wanted: set, verb: str, wait: bool, wait_timeou
 
 @main.command()
 @click.argument("ref", metavar="NAME|ID")
-@click.option("--wait", is_flag=True, help="Follow it to ready.")
-@click.option("--wait-timeout", type=float, default=900, show_default=True, help=WAIT_TIMEOUT_HELP)
+@wait_options("ready", 900)
 @click.pass_context
 def start(ctx, ref, wait, wait_timeout):
     """Start a stopped instance."""
@@ -532,8 +544,7 @@ def start(ctx, ref, wait, wait_timeout):
 
 @main.command()
 @click.argument("ref", metavar="NAME|ID")
-@click.option("--wait", is_flag=True, help="Follow it to stopped.")
-@click.option("--wait-timeout", type=float, default=600, show_default=True, help=WAIT_TIMEOUT_HELP)
+@wait_options("stopped", 600)
 @click.pass_context
 def stop(ctx, ref, wait, wait_timeout):
     """Stop an instance (its disk is kept; the GPU stops being billed)."""
@@ -543,8 +554,7 @@ def stop(ctx, ref, wait, wait_timeout):
 @main.command()
 @click.argument("ref", metavar="NAME|ID")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--wait", is_flag=True, help="Follow it to terminated.")
-@click.option("--wait-timeout", type=float, default=600, show_default=True, help=WAIT_TIMEOUT_HELP)
+@wait_options("terminated", 600)
 @click.pass_context
 def rm(ctx, ref, yes, wait, wait_timeout):
     """Terminate an instance: deletes it upstream, disks included."""

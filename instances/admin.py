@@ -23,7 +23,7 @@ from . import charts, selectors
 from .models import Instance, InstanceEvent, WebhookDelivery
 from .novita import errors as upstream
 from .services import admin_ops, commands
-from .status import AUTO_STOP_CANDIDATES, Status
+from .status import Status
 
 # Upstream calls are made one by one in the request: keep a single action's work bounded.
 MAX_PER_ACTION = 100
@@ -301,7 +301,7 @@ class InstanceAdmin(admin.ModelAdmin):
     def auto_stop(self, obj):
         if not obj.auto_stop_enabled:
             return "exempt"
-        if obj.auto_stop_at and obj.status in AUTO_STOP_CANDIDATES:
+        if obj.auto_stop_at and obj.auto_stop_applies:
             return relative(obj.auto_stop_at)
         return "—"
 

@@ -1,12 +1,14 @@
 """Instances, their audit trail and the webhook outbox. The database is the source of truth."""
 
 import secrets
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Case, IntegerField, Q, Value, When
 from django.utils import timezone
 
-from .status import Desired, Status, from_upstream
+from .status import AUTO_STOP_CANDIDATES, Desired, Status, from_upstream
 
 # Price fields are in 1/100000 USD per hour (upstream's unit).
 PRICE_UNIT = 100_000
@@ -18,6 +20,36 @@ def new_instance_id() -> str:
 
 def new_operation_id(kind: str) -> str:
     return f"op_{kind}_{secrets.token_hex(6)}"
+
+
+# The idle rule (DESIGN "Decisions since the first release"), for model instances (the methods of
+# Instance below) and for the plain rows the auto-stop sweep and heartbeats read (these functions).
+
+
+def auto_stop_threshold(auto_stop_minutes) -> float:
+    """Idle minutes before auto-stop: the instance's own, else the configured default."""
+    return float(auto_stop_minutes or settings.AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES)
+
+
+def idle_since(last_used_at, ready_at):
+    """When the idle clock started, or None when unknown (never ready: treated as active).
+
+    The later of the last heartbeat and the moment the instance became ready: a heartbeat from
+    before a restart must not make the restarted instance look idle the moment it is ready.
+    """
+    if ready_at is None:
+        return None
+    if last_used_at is None:
+        return ready_at
+    return max(last_used_at, ready_at)
+
+
+def idle_deadline(last_used_at, ready_at, auto_stop_minutes):
+    """When an instance with these values becomes idle enough to stop (None when unknown)."""
+    since = idle_since(last_used_at, ready_at)
+    if since is None:
+        return None
+    return since + timedelta(minutes=auto_stop_threshold(auto_stop_minutes))
 
 
 def new_delivery_id() -> str:
@@ -141,6 +173,26 @@ class Instance(models.Model):
         if self.price_per_hour is None:
             return None
         return self.price_per_hour / PRICE_UNIT
+
+    @property
+    def auto_stop_threshold_minutes(self) -> float:
+        return auto_stop_threshold(self.auto_stop_minutes)
+
+    @property
+    def idle_since(self):
+        return idle_since(self.last_used_at, self.ready_at)
+
+    @property
+    def auto_stop_applies(self) -> bool:
+        """Auto-stop can act on this instance now (enabled for it, and in a billed state)."""
+        return self.auto_stop_enabled and self.status in AUTO_STOP_CANDIDATES
+
+    def auto_stop_deadline(self):
+        """The auto-stop deadline these fields imply, as `auto_stop_at` should store it: None
+        when auto-stop does not apply or the instance was never ready."""
+        if not self.auto_stop_applies:
+            return None
+        return idle_deadline(self.last_used_at, self.ready_at, self.auto_stop_minutes)
 
     @property
     def first_boot(self) -> bool:

@@ -20,8 +20,6 @@ from rest_framework import serializers
 
 from ops.timeutil import iso
 
-from .status import AUTO_STOP_CANDIDATES
-
 
 class WireDateTimeField(serializers.DateTimeField):
     """The contract's timestamps: ISO 8601, UTC, milliseconds, trailing Z."""
@@ -172,19 +170,12 @@ def connection_details(instance) -> dict:
 
 
 def auto_stop_minutes(instance) -> float:
-    if instance.auto_stop_minutes:
-        return float(instance.auto_stop_minutes)
-    return float(settings.AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES)
+    return instance.auto_stop_threshold_minutes
 
 
 def shown_auto_stop_at(instance):
     """The deadline, only while auto-stop can act on this instance."""
-    if (
-        instance.auto_stop_at
-        and instance.auto_stop_enabled
-        and instance.status in AUTO_STOP_CANDIDATES
-        and settings.AUTO_STOP_ENABLED
-    ):
+    if instance.auto_stop_at and instance.auto_stop_applies and settings.AUTO_STOP_ENABLED:
         return instance.auto_stop_at
     return None
 

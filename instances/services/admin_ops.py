@@ -29,13 +29,6 @@ class AdminOpError(Exception):
     """An operator request that could not be done; the message says why."""
 
 
-def _deadline(instance: Instance):
-    # Only instances that can be auto-stopped carry a deadline (the monitor clears it otherwise).
-    if instance.status not in AUTO_STOP_CANDIDATES:
-        return None
-    return monitor.auto_stop_deadline(instance)
-
-
 def set_auto_stop(
     instance: Instance, *, enabled: bool, minutes: int | None, actor: str
 ) -> Instance:
@@ -44,7 +37,7 @@ def set_auto_stop(
         current = Instance.objects.get(pk=instance.pk)
         current.auto_stop_enabled = enabled
         current.auto_stop_minutes = minutes or None
-        deadline = _deadline(current)
+        deadline = current.auto_stop_deadline()
         moved = deadline != current.auto_stop_at
         fields = {
             "auto_stop_enabled": enabled,

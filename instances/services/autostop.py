@@ -33,7 +33,15 @@ from ops import counters
 from ops.context import current_request_id
 from ops.timeutil import iso
 
-from ..models import Instance, InstanceEvent, SweepRun, new_operation_id
+from ..models import (
+    Instance,
+    InstanceEvent,
+    SweepRun,
+    auto_stop_threshold,
+    idle_deadline,
+    idle_since,
+    new_operation_id,
+)
 from ..novita import errors as upstream
 from ..novita.client import get_client
 from ..status import AUTO_STOP_CANDIDATES, Desired, Status
@@ -62,23 +70,6 @@ _SUMMARY_LIMIT = 1000
 # most this often, and the worst case becomes this gap plus the sweep's own time.
 WAKEUP_MIN_GAP = timedelta(seconds=10)
 WAKEUP_KEY = "autostop:wakeup-at"
-
-
-def threshold_minutes(auto_stop_minutes) -> float:
-    return float(auto_stop_minutes or settings.AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES)
-
-
-def idle_since(last_used_at, ready_at):
-    """When the idle clock started, or None when unknown (never ready: treated as active).
-
-    The later of the two: a heartbeat from before a restart must not make the restarted
-    instance look idle the moment it is ready.
-    """
-    if ready_at is None:
-        return None
-    if last_used_at is None:
-        return ready_at
-    return max(last_used_at, ready_at)
 
 
 def _minutes(value: float) -> str:
@@ -123,9 +114,8 @@ def record_heartbeat(
 
     # Cleared so that, if the instance goes idle again later, it gets a fresh warning.
     fields = {"last_used_at": used_at, "auto_stop_warned_at": None, "updated_at": now}
-    since = idle_since(used_at, row["ready_at"])
-    if row["auto_stop_enabled"] and since is not None:
-        deadline = since + timedelta(minutes=threshold_minutes(row["auto_stop_minutes"]))
+    deadline = idle_deadline(used_at, row["ready_at"], row["auto_stop_minutes"])
+    if row["auto_stop_enabled"] and deadline is not None:
         # Decided inside the UPDATE: an instance stopped since our read keeps no deadline.
         fields["auto_stop_at"] = Case(
             When(status__in=AUTO_STOP_CANDIDATES, then=Value(deadline)),
@@ -227,7 +217,7 @@ def _judge(rows: list[dict], now) -> tuple[list[Candidate], list[tuple]]:
         since = idle_since(row["last_used_at"], row["ready_at"])
         if since is None:
             continue
-        threshold = threshold_minutes(row["auto_stop_minutes"])
+        threshold = auto_stop_threshold(row["auto_stop_minutes"])
         idle_minutes = (now - since).total_seconds() / 60
         if idle_minutes < threshold:
             # E.g. the default threshold was raised after the deadline was stored.
@@ -255,14 +245,15 @@ def _judge(rows: list[dict], now) -> tuple[list[Candidate], list[tuple]]:
 
 def _repair(stale: list[tuple]) -> None:
     # Rare (a changed default threshold, rows from before deadlines existed): one guarded
-    # UPDATE each, so a heartbeat that moved the deadline meanwhile is not overwritten.
+    # UPDATE each, so a heartbeat that moved the deadline meanwhile is not overwritten. A warning
+    # sent for the old deadline named the wrong time: cleared, so the new one is warned of too.
     for pk, stored, deadline in stale:
         query = Instance.objects.filter(pk=pk, status__in=AUTO_STOP_CANDIDATES)
         if stored is None:
             query = query.filter(auto_stop_at__isnull=True)
         else:
             query = query.filter(auto_stop_at=stored)
-        query.update(auto_stop_at=deadline)
+        query.update(auto_stop_at=deadline, auto_stop_warned_at=None)
 
 
 def _chunks(items: list, size: int = _ID_CHUNK):
@@ -415,7 +406,7 @@ def _warn(now) -> list[tuple[str, str]]:
             )
         items, warned = [], []
         for instance in due:
-            since = idle_since(instance.last_used_at, instance.ready_at) or now
+            since = instance.idle_since or now
             idle_minutes = max(0.0, (now - since).total_seconds() / 60)
             reason = (
                 f"idle {_minutes(idle_minutes)} min; auto-stop at {iso(instance.auto_stop_at)} "

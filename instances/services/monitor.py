@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
 from ..models import Instance
@@ -40,17 +39,6 @@ MAX_DRIVE_ATTEMPTS = 5
 
 def _now():
     return timezone.now()
-
-
-def auto_stop_deadline(instance: Instance, *, since=None):
-    """When this instance becomes idle enough to stop (None when auto-stop does not apply)."""
-    if not instance.auto_stop_enabled:
-        return None
-    base = since or instance.last_used_at or instance.ready_at
-    if base is None:
-        return None
-    minutes = instance.auto_stop_minutes or settings.AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES
-    return base + timedelta(minutes=float(minutes))
 
 
 def claim(instance_id: str, *, lease_until=None) -> Instance | None:
@@ -252,8 +240,7 @@ def _check_readiness(instance: Instance, observed: dict, source: str) -> None:
             auto_stop_warned_at=None,
         )
         if ready is not None:
-            # A heartbeat from before a restart must not make a fresh instance idle at once.
-            deadline = auto_stop_deadline(ready, since=max(ready.last_used_at or now, now))
+            deadline = ready.auto_stop_deadline()
             update_fields(ready.id, expected_status=Status.READY, auto_stop_at=deadline)
             autostop.schedule_wakeup(deadline)
         return

@@ -229,6 +229,7 @@ def _management_form(prefix="webhook_deliveries", total=0):
 def test_auto_stop_edit_recomputes_deadline_and_records_event(admin_client, make_instance):
     used = timezone.now() - timedelta(minutes=5)
     instance = make_instance(
+        ready_at=used - timedelta(minutes=10),
         last_used_at=used,
         auto_stop_at=used + timedelta(minutes=20),
         auto_stop_warned_at=timezone.now(),

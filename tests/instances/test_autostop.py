@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
 from instances import tasks
@@ -60,10 +61,8 @@ def ready(make_instance, *, ready_at=T0, last_used_at=None, **fields):
         last_used_at=last_used_at,
         **fields,
     )
-    since = autostop.idle_since(last_used_at, ready_at)
-    if since is not None and instance.auto_stop_enabled:
-        threshold = autostop.threshold_minutes(instance.auto_stop_minutes)
-        instance.auto_stop_at = since + minutes(threshold)
+    instance.auto_stop_at = instance.auto_stop_deadline()
+    if instance.auto_stop_at is not None:
         instance.save(update_fields=["auto_stop_at"])
     return instance
 
@@ -365,6 +364,64 @@ def test_warning_fires_once_before_the_deadline(make_instance, stops, settings, 
     autostop.record_heartbeat(instance_id=instance.id)
     assert autostop.sweep(now=T0 + minutes(31)).warned == [instance.id]
     assert WebhookDelivery.objects.filter(event="instance.auto_stop_warning").count() == 2
+
+
+def _warnings():
+    return [
+        json.loads(d.body)["data"]["autoStopAt"]
+        for d in WebhookDelivery.objects.filter(event="instance.auto_stop_warning").order_by("pk")
+    ]
+
+
+def test_operator_saving_settings_after_a_restart_keeps_deadline_and_warning_right(
+    admin_client, make_instance, stops, settings, clock
+):
+    # Issue 15: last heartbeat at 09:45, restarted and ready at 10:00, so idle since 10:00. An
+    # operator then changes its threshold in the admin from 30 to 20 minutes: due at 10:20.
+    settings.AUTO_STOP_WARNING_MINUTES = 2
+    settings.AUTO_STOP_CHECK_INTERVAL_MINUTES = 5
+    instance = ready(
+        make_instance,
+        ready_at=T0,
+        last_used_at=T0 - minutes(15),
+        auto_stop_minutes=30,
+        webhook_url=HOOK,
+    )
+    clock(T0 + minutes(1))
+    response = admin_client.post(
+        reverse("admin:instances_instance_change", args=[instance.pk]),
+        {
+            "webhook_deliveries-TOTAL_FORMS": "0",
+            "webhook_deliveries-INITIAL_FORMS": "0",
+            "webhook_deliveries-MIN_NUM_FORMS": "0",
+            "webhook_deliveries-MAX_NUM_FORMS": "1000",
+            "auto_stop_enabled": "on",
+            "auto_stop_minutes": "20",
+        },
+    )
+    assert response.status_code == 302
+    assert reload(instance).auto_stop_at == T0 + minutes(20)
+
+    # Beat's sweeps, every 5 minutes: one warning naming 10:20, then the stop after 10:20.
+    for at in (1, 6, 11, 16):
+        assert autostop.sweep(now=T0 + minutes(at)).stopped == []
+    assert _warnings() == ["2026-11-27T10:20:00.000Z"]
+    assert autostop.sweep(now=T0 + minutes(21)).stopped == [instance.id]
+    assert _warnings() == ["2026-11-27T10:20:00.000Z"]
+
+
+def test_a_deadline_the_sweep_moves_later_is_warned_of_again(make_instance, stops, settings):
+    settings.AUTO_STOP_WARNING_MINUTES = 2
+    settings.AUTO_STOP_CHECK_INTERVAL_MINUTES = 5
+    instance = ready(make_instance, webhook_url=HOOK)  # deadline 10:20
+    assert autostop.sweep(now=T0 + minutes(14)).warned == [instance.id]
+    # The default threshold is raised after the warning: the stored deadline is stale.
+    settings.AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES = 30
+    assert autostop.sweep(now=T0 + minutes(21)).stopped == []
+    assert reload(instance).auto_stop_at == T0 + minutes(30)
+    assert autostop.sweep(now=T0 + minutes(24)).warned == [instance.id]
+    assert _warnings() == ["2026-11-27T10:20:00.000Z", "2026-11-27T10:30:00.000Z"]
+    assert autostop.sweep(now=T0 + minutes(31)).stopped == [instance.id]
 
 
 def test_warning_needs_a_webhook_url(make_instance, stops):

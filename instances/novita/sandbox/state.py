@@ -654,6 +654,12 @@ class Sandbox(PortListeners):
             mappings.append({"port": port, "endpoint": endpoint, "type": kind})
         view["portMappings"] = mappings
         view["volumeMounts"] = [{"type": "local", "size": inst.rootfs, "id": "", "mountPath": "/"}]
+        # Running tasks of this instance (a migration while it runs), as get-instance lists them.
+        view["jobs"] = [
+            {"id": job.id, "type": job.type}
+            for job in self._jobs.values()
+            if job.instance_id == inst.id and job.state(now) in ("pulling", "running")
+        ]
         password = self._password(inst)
         ssh = next((m for m in mappings if m["port"] == 22 and m["type"] == "tcp"), None)
         if ssh is not None:

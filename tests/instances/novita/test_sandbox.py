@@ -579,7 +579,11 @@ def test_migrate_runs_an_instance_migrate_job_to_success(api, sb):
     assert first["Id"] and first["type"] == "instanceMigrate"
     assert first["instanceId"] == instance_id
     assert first["state"]["state"] in ("pulling", "running")
+    # While it runs, get-instance lists it among the instance's jobs; once done, no more.
+    view = api.get("/gpu/instance", instanceId=instance_id).json()
+    assert view["jobs"] == [{"id": first["Id"], "type": "instanceMigrate"}]
     wait_until(lambda: job()["state"]["state"] == "success", "the migrate job to succeed")
+    assert api.get("/gpu/instance", instanceId=instance_id).json()["jobs"] == []
     api.wait_status(instance_id, "running")
     assert api.get("/jobs", state="success").json()["total"] == 1
     assert api.get("/jobs", type="saveImage").json()["total"] == 0

@@ -38,10 +38,11 @@ def clean_env(var_dir: Path, **extra) -> dict:
 def make(target: str, env: dict) -> subprocess.CompletedProcess:
     # The virtualenv is already installed by the run that started these tests; "-o" keeps make
     # from reinstalling it (no registry traffic from a test).
-    stamp = next(ROOT.joinpath(".venv").glob(".installed-*"), None)
-    old = ["-o", str(stamp.relative_to(ROOT))] if stamp else []
+    checksum = subprocess.run(
+        ["cksum", "requirements.txt"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()[0]
     return subprocess.run(
-        ["make", "--no-print-directory", *old, target],
+        ["make", "--no-print-directory", "-o", f".venv/.installed-{checksum}", target],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -511,9 +511,16 @@ class Doctor:
                 self.cleanup()
 
     def _smoke(self, region: str, image: str, ports: str, wait_seconds: float) -> None:
-        cluster = self.mapped.get(region.upper())
+        # A region code from the table, or (like the gateway accepts) a cluster id or name.
+        cluster = self.mapped.get(region.upper()) or catalog._find_cluster(region, self.clusters)
         if cluster is None:
-            self.record("smoke", f"smoke test in {region}", NOT_CHECKED, "region not mapped")
+            known = ", ".join(self.mapped) or "none"
+            self.record(
+                "smoke",
+                f"smoke test in {region}",
+                CONTRADICTED,
+                f"{region} maps to no listed cluster (regions that do: {known})",
+            )
             return
         products = self._bounded().list_products(cluster_id=cluster.id)
         offers = [

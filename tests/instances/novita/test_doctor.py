@@ -104,6 +104,22 @@ def test_an_unmapped_region_is_contradicted_with_the_fix(sandbox):
     assert "NOVITA_REGION_CLUSTERS=MARS-01=" in doctor.contradicted[0].seen
 
 
+def test_smoke_in_an_unknown_region_creates_nothing_and_fails(sandbox):
+    sb = sandbox()
+    doctor, _ = doctor_for(sb)
+    doctor.run("MARS-01", **SMOKE)
+    assert [f.key for f in doctor.contradicted] == ["smoke"]
+    assert sb.call_count("/gpu/instance/create") == 0
+
+
+def test_smoke_accepts_a_cluster_id_as_the_region(sandbox):
+    sb = sandbox()
+    doctor, _ = doctor_for(sb)
+    doctor.run("us-dallas-1", **SMOKE)
+    assert doctor.contradicted == []
+    assert sb.call_count("/gpu/instance/delete") == 1
+
+
 def test_read_only_run_creates_nothing(sandbox):
     sb = sandbox()
     doctor, _ = doctor_for(sb)

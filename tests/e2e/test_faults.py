@@ -213,20 +213,23 @@ def test_web_restart_loses_no_state(stack):
 
 def test_failing_webhook_receiver_gets_identical_signed_retries_then_delivery(stack):
     """A webhook receiver answering 500: each notification is retried with the identical signed
-    body, and delivered once the receiver recovers; every attempt is recorded in the outbox."""
+    body, and delivered once the receiver recovers; every attempt is recorded in the outbox.
+    Later notifications wait for the refused one (order per instance), then all arrive."""
     receiver = WebhookReceiver()
     receiver.status = 500
     try:
         instance_id = create(stack, "flaky-receiver", webhookUrl=receiver.url)
         stack.wait_status(instance_id, "ready", timeout=60)
 
-        # Recover once the receiver has turned the ready notification away.
+        # Recover once the first notification has been refused twice (a retry was sent).
         wait_until(
-            lambda: "ready" in receiver.statuses(instance_id),
-            40,
+            lambda: len(receiver.received) >= 2,
+            60,
             interval=0.2,
-            message="the ready notification refused",
+            message="the first notification refused and retried",
         )
+        first, retry = receiver.received[:2]
+        assert first["raw"] == retry["raw"], "nothing later overtook the refused notification"
         receiver.status = 200
 
         def all_delivered():
@@ -235,7 +238,12 @@ def test_failing_webhook_receiver_gets_identical_signed_retries_then_delivery(st
                 attempts[r["raw"]].append(r)
             return attempts if all(a[-1]["status"] == 200 for a in attempts.values()) else None
 
-        attempts = wait_until(all_delivered, 40, interval=0.5, message="delivery after recovery")
+        attempts = wait_until(
+            lambda: all_delivered() if "ready" in receiver.statuses(instance_id) else None,
+            90,
+            interval=0.5,
+            message="delivery after recovery",
+        )
         statuses = [json.loads(raw)["status"] for raw in attempts]
         assert "ready" in statuses
         for raw, tries in attempts.items():
@@ -243,6 +251,8 @@ def test_failing_webhook_receiver_gets_identical_signed_retries_then_delivery(st
             assert all(t["status"] == 500 for t in tries[:-1])
             assert len({t["headers"]["X-Signature-SHA256"] for t in tries}) == 1
         assert any(len(tries) >= 2 for tries in attempts.values())
+        delivered = [json.loads(r["raw"]) for r in receiver.received if r["status"] == 200]
+        assert [p["sequence"] for p in delivered] == list(range(1, len(delivered) + 1))
 
         recorded = json.loads(
             stack.shell(

@@ -33,6 +33,7 @@ from .errors import (
     NovitaError,
     NovitaMisconfiguredError,
     NovitaNotFoundError,
+    NovitaTransientError,
 )
 from .schemas import Cluster, Job, UpstreamInstance
 
@@ -72,6 +73,11 @@ class RawAnswer:
     status: int
     body: Any
     text: str
+
+    @property
+    def unavailable(self) -> bool:
+        """An outage answer (5xx, 408, 429): it says nothing about the API's shapes."""
+        return self.status >= 500 or self.status in (408, 429)
 
     def describe(self) -> str:
         if self.body is None:
@@ -228,13 +234,21 @@ class Doctor:
         return finding
 
     def check(self, key: str, claim: str, fn: Callable[[], tuple[str, str]]) -> Finding:
-        """Run one check; a time limit or an unreachable upstream makes it 'not checked'."""
+        """Run one check. An outage (timeout, 5xx, 429, no connection) or the time limit makes
+        it 'not checked'; an answer the gateway cannot use (a 4xx, a route or auth error, a body
+        it cannot read) contradicts it."""
         try:
             result, seen = fn()
         except TimeLimitReached:
             result, seen = NOT_CHECKED, "time limit reached"
-        except (requests.RequestException, NovitaError) as exc:
-            result, seen = NOT_CHECKED, f"{type(exc).__name__}: {exc}"
+        except NovitaMisconfiguredError as exc:
+            result, seen = CONTRADICTED, exc.details()
+        except NovitaTransientError as exc:
+            result, seen = NOT_CHECKED, f"upstream unavailable: {exc.details()}"
+        except NovitaError as exc:
+            result, seen = CONTRADICTED, exc.details()
+        except requests.RequestException as exc:
+            result, seen = NOT_CHECKED, f"upstream unavailable: {type(exc).__name__}: {exc}"
         return self.record(key, claim, result, seen)
 
     @property
@@ -330,7 +344,7 @@ class Doctor:
         body = answer.body
         if answer.status == 200 and isinstance(body, dict) and isinstance(body.get("data"), list):
             return CONFIRMED, answer.describe()
-        return CONTRADICTED, answer.describe()
+        return (NOT_CHECKED if answer.unavailable else CONTRADICTED), answer.describe()
 
     def _check_invalid_key(self) -> tuple[str, str]:
         answer = self.raw("/clusters", key=_INVALID_KEY)
@@ -427,7 +441,8 @@ class Doctor:
         for page_num in (0, 1, 2):
             answer = self.raw(path, {**params, "pageSize": 1, "pageNum": page_num})
             if answer.status != 200 or not isinstance(answer.body, dict):
-                return CONTRADICTED, f"pageNum={page_num}: {answer.describe()}"
+                result = NOT_CHECKED if answer.unavailable else CONTRADICTED
+                return result, f"pageNum={page_num}: {answer.describe()}"
             total = _total(answer.body)
             pages.append([_item_id(item) for item in _items(answer.body, key)])
         convention, why = detect_page_numbering(pages, total)
@@ -468,6 +483,8 @@ class Doctor:
 
     def _check_jobs(self) -> tuple[str, str]:
         answer = self.raw("/jobs", {"pageSize": 5, "pageNum": 0})
+        if answer.unavailable:
+            return NOT_CHECKED, answer.describe()
         if answer.status != 200 or not isinstance(answer.body, dict):
             return CONTRADICTED, answer.describe()
         if not isinstance(answer.body.get("jobs"), list):

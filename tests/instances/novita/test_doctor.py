@@ -120,6 +120,25 @@ def test_smoke_accepts_a_cluster_id_as_the_region(sandbox):
     assert sb.call_count("/gpu/instance/delete") == 1
 
 
+def test_an_unusable_answer_contradicts_and_an_outage_is_not_checked(sandbox):
+    sb = sandbox()
+    sb.set_fault(path="/templates", status=400, reason="VALIDATOR_PARAM")
+    sb.set_fault(path="/jobs", status=503)
+    doctor, _ = doctor_for(sb)
+    doctor.run()
+    found = results(doctor)
+    assert found["templates.list"] == found["pagination.templates"] == CONTRADICTED
+    assert found["jobs.list"] == NOT_CHECKED
+    sb.clear_faults()
+    sb.set_fault(path="/templates", status=503)
+    doctor, _ = doctor_for(sb)
+    doctor.run()
+    assert results(doctor)["templates.list"] == NOT_CHECKED
+    assert "upstream unavailable" in next(
+        f.seen for f in doctor.findings if f.key == "templates.list"
+    )
+
+
 def test_read_only_run_creates_nothing(sandbox):
     sb = sandbox()
     doctor, _ = doctor_for(sb)

@@ -138,7 +138,8 @@ def test_metrics_and_caches_are_shared_across_web_processes(stack):
 
 def test_two_workers_never_act_twice_on_one_instance(stack):
     """Six instances created through both webs and driven by two workers to ready: one upstream
-    create per name, every status change recorded and notified exactly once per instance."""
+    create per name, every status change recorded and notified exactly once per instance, in
+    order."""
     creates_before = stack.upstream_calls()["byPath"].get("/gpu/instance/create", 0)
     names = [f"scaled-{i}" for i in range(6)]
     ids = []
@@ -170,6 +171,9 @@ def test_two_workers_never_act_twice_on_one_instance(stack):
     for instance_id in ids:
         notified = collections.Counter(stack.webhooks.statuses(instance_id))
         assert set(notified.values()) == {1}, (instance_id, notified)
+        # Two workers deliver, yet each instance's notifications arrive in sequence order.
+        payloads = [p for p in stack.webhooks.payloads() if p["instanceId"] == instance_id]
+        assert [p["sequence"] for p in payloads] == list(range(1, len(payloads) + 1))
 
     events = json.loads(
         stack.shell(

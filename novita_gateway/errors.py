@@ -154,6 +154,10 @@ def upstream_error_response(exc: upstream.NovitaError):
         return 502, "NOVITA_API_ERROR", "Novita API is rate limiting requests", headers
     if isinstance(exc, upstream.ResolutionError):
         return 400, "VALIDATION_ERROR", exc.message, {}
+    if isinstance(exc, upstream.NovitaMisconfiguredError):
+        # Not the client's fault and not an outage: the operator has a setting to fix.
+        message = "Novita API refused the gateway's configuration (base URL or API key)"
+        return 502, "NOVITA_API_ERROR", message, {}
     return 502, "NOVITA_API_ERROR", "Novita API error", {}
 
 

@@ -251,3 +251,13 @@ def test_a_wrong_base_path_changes_the_state_of_nothing(make_instance, status, b
     assert after == before
     assert not InstanceEvent.objects.filter(to_status=Status.TERMINATED).exists()
     assert not Instance.objects.filter(missing_listings__gt=0).exists()
+
+
+def test_api_reports_a_misconfigured_upstream_as_such(api, make_instance, novita):
+    make_instance(name="mine", novita_instance_id="nov-1")
+    novita.mock.get(f"{V1}/gpu/instances", status=404, body=HTML_404)
+    response = api.get("/api/instances/comprehensive")
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "NOVITA_API_ERROR"
+    assert "configuration" in error["message"]

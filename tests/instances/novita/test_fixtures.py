@@ -186,3 +186,14 @@ def test_error_body_maps_to_what_it_means(mocked, name):
     assert caught.value.status_code == entry["status"]
     if entry["meaning"] != "instance gone":
         assert not isinstance(caught.value, NovitaNotFoundError)
+
+
+@pytest.mark.parametrize(
+    "first_boot,expected", [(True, "creating"), (False, "starting")], ids=["create", "start"]
+)
+def test_pending_right_after_create_maps_to_creating_or_starting(first_boot, expected):
+    from instances.status import from_upstream
+
+    status = fixture_json("get_instance_pending.json")["status"]
+    mapped = from_upstream(status, current="ready", desired="running", first_boot=first_boot)
+    assert mapped == expected

@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import cache
 
 from django.db import connection
+from django.db.models.expressions import Col
 from django.utils import timezone
 
 from .models import Instance, InstanceEvent
@@ -56,9 +57,27 @@ def status_changes(instance_id: str) -> list[tuple[datetime, str, str]]:
     """(when, new status, reason) of each of the instance's status changes, oldest first.
 
     Every poll reads this, and compiling the equivalent ORM query cost more than running it, so
-    its SQL is written once; Django still converts the values."""
-    rows = InstanceEvent.objects.raw(_status_changes_sql(), [instance_id])
-    return [(row.created_at, row.to_status, row.reason) for row in rows]
+    its SQL is written once. Rows are read from the cursor with the backend's own datetime
+    converters: a raw() queryset, building a model per row, cost five times as much."""
+    convert = _created_at_converters()
+    with connection.cursor() as cursor:
+        cursor.execute(_status_changes_sql(), [instance_id])
+        rows = cursor.fetchall()
+    return [(convert(at), to_status, reason) for _pk, at, to_status, reason in rows]
+
+
+def _created_at_converters():
+    # Made per call: the converters belong to this thread's connection.
+    field = InstanceEvent._meta.get_field("created_at")
+    column = Col(InstanceEvent._meta.db_table, field)
+    converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+
+    def convert(value):
+        for converter in converters:
+            value = converter(value, column, connection)
+        return value
+
+    return convert
 
 
 def billed_seconds(changes: list[tuple[datetime, str]], now: datetime) -> float:

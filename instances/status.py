@@ -39,13 +39,12 @@ TRANSITIONAL = frozenset(
         Status.STOPPING,
     }
 )
-# States where the GPU is (or may be) billed while running.
-ACTIVE = frozenset({Status.RUNNING, Status.HEALTH_CHECKING, Status.READY})
+# On the way to ready: the readiness deadline (maxWaitTimeMs) applies.
+BOOTING = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING})
 AUTO_STOP_CANDIDATES = frozenset({Status.READY, Status.RUNNING, Status.HEALTH_CHECKING})
 # Statuses in which the GPU is billed (held for us, booting or running): billed time and spend
 # estimates count these.
 BILLED = frozenset({Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY})
-FINAL = frozenset({Status.TERMINATED})
 
 # What a client may ask for, by current status.
 STARTABLE = frozenset({Status.STOPPED, Status.EXITED, Status.CREATED, Status.FAILED})
@@ -66,6 +65,30 @@ _STARTING_UPSTREAM = {
 }
 _STOPPING_UPSTREAM = {"tostop", "stopping", "freezing"}
 _REMOVING_UPSTREAM = {"toremove", "removing"}
+# Where upstream settles: up, or stopped.
+_UP_UPSTREAM = {"running"}
+_DOWN_UPSTREAM = {"exited"}
+
+
+def _value(upstream_status: str | None) -> str:
+    return (upstream_status or "").strip().lower()
+
+
+def redrive(upstream_status: str | None, *, current: str, desired: str) -> str | None:
+    """The command to send upstream again ("start", "stop" or "delete") when upstream settled
+    somewhere other than where we asked it to go; None when it did not (or is still moving).
+
+    A stop that did not take (still running), a delete that did not (running or stopped), a
+    start that ended stopped while we were starting it.
+    """
+    value = _value(upstream_status)
+    if desired == Desired.STOPPED and value in _UP_UPSTREAM:
+        return "stop"
+    if desired == Desired.TERMINATED and value in _UP_UPSTREAM | _DOWN_UPSTREAM:
+        return "delete"
+    if desired == Desired.RUNNING and current == Status.STARTING and value in _DOWN_UPSTREAM:
+        return "start"
+    return None
 
 
 def from_upstream(
@@ -83,18 +106,18 @@ def from_upstream(
     """
     if has_error:
         return Status.FAILED
-    value = (upstream_status or "").strip().lower()
+    value = _value(upstream_status)
     if value in _CREATING_UPSTREAM:
         return Status.CREATING if first_boot else Status.STARTING
     if value in _STARTING_UPSTREAM:
         return Status.STARTING
-    if value == "running":
+    if value in _UP_UPSTREAM:
         if current in (Status.HEALTH_CHECKING, Status.READY):
             return current
         return Status.RUNNING
     if value in _STOPPING_UPSTREAM:
         return Status.STOPPING
-    if value == "exited":
+    if value in _DOWN_UPSTREAM:
         # We asked for the stop: stopped. It stopped on its own (crash, spot reclaim): exited.
         return Status.STOPPED if desired != Desired.RUNNING else Status.EXITED
     if value in _REMOVING_UPSTREAM:

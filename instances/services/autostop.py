@@ -2,15 +2,16 @@
 
 An instance is idle when it is ready, running or health_checking and its threshold
 (`auto_stop_minutes`, else AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES) has passed since the later of
-its last heartbeat and the moment it became ready. Without a ready time the signal is unknown,
-and unknown counts as active. The deadline (`auto_stop_at`) is stored whenever one of those
+its last heartbeat and the moment it became ready (the rule lives on the model: Instance.idle_since
+and auto_stop_deadline(), with twins in models.py for the plain rows read here). Without a ready
+time the signal is unknown, and unknown counts as active. The deadline (`auto_stop_at`) is stored whenever one of those
 inputs changes, so the sweep finds due instances with one indexed query instead of computing
 idle times for the whole fleet; each row is still re-checked in Python before it is stopped.
 
 The sweep's database work is a fixed number of statements however many instances it examines
-or stops: one SELECT, one guarded UPDATE that claims every idle instance at once (two
-overlapping sweeps cannot both win a row), one statement for the audit events, and a bulk
-insert of webhooks for the instances that have a URL. Upstream stop calls are necessarily
+or stops: one SELECT, then transitions.transition_many: one guarded UPDATE that claims every
+idle instance at once (two overlapping sweeps cannot both win a row), one statement for the
+audit events, and a bulk insert of webhooks for the instances that have a URL. Upstream stop calls are necessarily
 one per instance; they run on a small thread pool after the claim has committed, so no
 transaction is held open while Novita answers.
 """
@@ -24,13 +25,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.utils import timezone
 
 from novita_gateway.errors import InstanceNotFound
 from ops import counters
-from ops.context import current_request_id
 from ops.timeutil import iso
 
 from ..models import (
@@ -48,6 +48,7 @@ from ..status import AUTO_STOP_CANDIDATES, Desired, Status
 from . import queue, webhooks
 from .polling import CLAIM_LEASE, FIRST_POLL_DELAY
 from .sweeps import prune_old_runs
+from .transitions import record_events, transition_many
 
 logger = logging.getLogger(__name__)
 
@@ -261,80 +262,30 @@ def _chunks(items: list, size: int = _ID_CHUNK):
         yield items[start : start + size]
 
 
-def _insert_events(rows: list[tuple], *, actor: str = "") -> None:
-    """Audit events (instance_id, from, to, desired, reason) in one executemany.
-
-    Not bulk_create: on SQLite Django splits that into batches of 999 parameters (111 events),
-    which would make the sweep's statement count grow with the number of instances it stops.
-    """
-    if not rows:
-        return
-    opts = InstanceEvent._meta
-    names = (
-        "instance",
-        "created_at",
-        "from_status",
-        "to_status",
-        "desired_status",
-        "source",
-        "reason",
-        "request_id",
-        "actor",
-    )
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(opts.get_field(n).column) for n in names)
-    placeholders = ", ".join(["%s"] * len(names))
-    # Only model metadata is interpolated; every value is a bound parameter.
-    sql = f"INSERT INTO {quote(opts.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
-    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
-    request_id = (current_request_id() or "")[:140]
-    params = [
-        (pk, created_at, from_s, to_s, desired, SOURCE, reason[:2000], request_id, actor[:150])
-        for pk, from_s, to_s, desired, reason in rows
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-
-
 def _claim(candidates: list[Candidate], now, *, actor: str) -> tuple[str, list[Instance]]:
     """Take every idle candidate with one guarded UPDATE; return the rows this sweep won.
 
     The guard repeats the selection's conditions: a heartbeat (which moves auto_stop_at into
     the future), a stop or a concurrent sweep since our SELECT makes the row not match, so it
-    is not ours. Rows are tagged with this sweep's operation id to read back exactly ours.
+    is not ours.
     """
     token = new_operation_id("autostop")
-    by_id = {c.instance_id: c for c in candidates}
     real_now = timezone.now()
-    with transaction.atomic():
-        for chunk in _chunks(list(by_id)):
-            Instance.objects.filter(
-                pk__in=chunk, status__in=AUTO_STOP_CANDIDATES, auto_stop_enabled=True
-            ).filter(Q(auto_stop_at__lte=now) | Q(auto_stop_at__isnull=True)).update(
-                status=Status.STOPPING,
-                desired_status=Desired.STOPPED,
-                operation_id=token,
-                auto_stop_at=None,
-                # A lease: the monitor leaves these alone until our stop calls are sent.
-                next_poll_at=real_now + CLAIM_LEASE,
-                poll_interval=FIRST_POLL_DELAY,
-                drive_attempts=0,
-                last_change_source=SOURCE,
-                updated_at=real_now,
-            )
-        claimed = list(
-            Instance.objects.filter(status=Status.STOPPING, operation_id=token).order_by()
-        )
-        _insert_events(
-            [
-                (i.id, by_id[i.id].status, Status.STOPPING, Desired.STOPPED, by_id[i.id].reason)
-                for i in claimed
-            ],
-            actor=actor,
-        )
-        webhooks.enqueue_many(
-            [(i, by_id[i.id].reason, None) for i in claimed], event=webhooks.Event.STATUS_CHANGED
-        )
+    claimed = transition_many(
+        {c.instance_id: (c.status, c.reason) for c in candidates},
+        expected=AUTO_STOP_CANDIDATES,
+        guard=Q(auto_stop_enabled=True) & (Q(auto_stop_at__lte=now) | Q(auto_stop_at__isnull=True)),
+        to_status=Status.STOPPING,
+        source=SOURCE,
+        actor=actor,
+        operation_id=token,
+        desired_status=Desired.STOPPED,
+        auto_stop_at=None,
+        # A lease: the monitor leaves these alone until our stop calls are sent.
+        next_poll_at=real_now + CLAIM_LEASE,
+        poll_interval=FIRST_POLL_DELAY,
+        drive_attempts=0,
+    )
     return token, claimed
 
 
@@ -505,11 +456,12 @@ def _stop_idle(result: SweepResult, now, started: float, *, actor: str) -> None:
         if candidate.instance_id in failed:
             candidate.action = "stopFailed"
     retry = "upstream stop failed, the monitor will retry: "
-    _insert_events(
+    record_events(
         [
             (pk, Status.STOPPING, Status.STOPPING, Desired.STOPPED, retry + error)
             for pk, error in failed.items()
         ],
+        source=SOURCE,
         actor=actor,
     )
 

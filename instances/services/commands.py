@@ -20,7 +20,7 @@ from ..novita.client import get_client
 from ..status import DELETABLE, STARTABLE, STOPPABLE, Desired, Status
 from . import health_probe
 from .polling import FIRST_POLL_DELAY, poll_after_commit, poll_soon
-from .transitions import note, record_event, transition
+from .transitions import create, note, transition
 
 ESTIMATED_BOOT = timedelta(minutes=5)
 
@@ -36,7 +36,10 @@ def create_instance(data: dict, *, actor: str = "") -> Instance:
     now = _now()
     try:
         with transaction.atomic():
-            instance = Instance.objects.create(
+            instance = create(
+                source="api",
+                reason="create requested",
+                actor=actor,
                 name=data["name"],
                 product_name=data["product_name"],
                 template_id=data["template_id"],
@@ -48,21 +51,12 @@ def create_instance(data: dict, *, actor: str = "") -> Instance:
                 auto_stop_enabled=data.get("auto_stop_enabled", True),
                 auto_stop_minutes=data.get("auto_stop_minutes"),
                 billing_mode=data.get("billing_mode") or "",
-                status=Status.CREATING,
+                to_status=Status.CREATING,
                 desired_status=Desired.RUNNING,
                 operation_id=new_operation_id("create"),
                 # Due now: if the task below is lost, the monitor sweep provisions it instead.
                 next_poll_at=now,
                 readiness_deadline=now + ESTIMATED_BOOT + timedelta(milliseconds=max_wait),
-                last_change_source="api",
-            )
-            record_event(
-                instance.id,
-                source="api",
-                reason="create requested",
-                to_status=Status.CREATING,
-                desired_status=Desired.RUNNING,
-                actor=actor,
             )
             poll_after_commit(instance.id)
     except IntegrityError:

@@ -18,7 +18,7 @@ from ..models import Instance
 from ..novita import errors as upstream
 from ..novita.client import get_client
 from ..novita.schemas import UpstreamInstance
-from ..status import TRANSITIONAL, Desired, Status
+from ..status import TRANSITIONAL, Desired, Status, redrive
 from . import autostop, health_probe
 from .polling import CLAIM_LEASE, FIRST_POLL_DELAY, POLL_BACKOFF, POLL_CAP
 from .provisioning import provision
@@ -159,19 +159,9 @@ def apply_upstream(instance: Instance, remote: UpstreamInstance, *, source: str)
         return
 
     # Upstream disagrees with what we want: drive it again (bounded), e.g. a stop that failed.
-    upstream_value = (remote.status or "").lower()
-    if instance.desired_status == Desired.STOPPED and upstream_value == "running":
-        _drive_again(instance, "stop", source, observed)
-        return
-    if instance.desired_status == Desired.TERMINATED and upstream_value in ("running", "exited"):
-        _drive_again(instance, "delete", source, observed)
-        return
-    if (
-        instance.desired_status == Desired.RUNNING
-        and instance.status == Status.STARTING
-        and upstream_value == "exited"
-    ):
-        _drive_again(instance, "start", source, observed)
+    action = redrive(remote.status, current=instance.status, desired=instance.desired_status)
+    if action is not None:
+        _drive_again(instance, action, source, observed)
         return
 
     if (

@@ -1,21 +1,25 @@
-"""The one way an instance's status changes: a guarded update, an event and a webhook, atomically.
+"""The one way an instance's status is set: a guarded update, an event and a webhook, atomically.
 
 A guarded update (`UPDATE ... WHERE pk = ? AND status IN (...)`) makes overlapping workers,
 sweeps and API calls harmless: exactly one of them wins each transition, the rest see 0 rows.
+`transition` moves one instance, `transition_many` a sweep's worth in a fixed number of
+statements, `create` writes a new instance in its first status; `fail`, `fail_if_overdue` and
+`mark_gone` are the named transitions several services share. Nothing else writes `status`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from ops import counters
 from ops.context import current_request_id
 
 from ..models import Instance, InstanceEvent
-from ..status import Desired, Status
+from ..status import BOOTING, Desired, Status
 from . import webhooks
 
 
@@ -39,6 +43,58 @@ def record_event(
         request_id=current_request_id() or "",
         actor=actor[:150],
     )
+
+
+def record_events(rows: list[tuple], *, source: str, actor: str = "") -> None:
+    """Audit events (instance_id, from, to, desired, reason) in one executemany.
+
+    Not bulk_create: on SQLite Django splits that into batches of 999 parameters (111 events),
+    which would make a sweep's statement count grow with the number of instances it moves.
+    """
+    if not rows:
+        return
+    opts = InstanceEvent._meta
+    names = (
+        "instance",
+        "created_at",
+        "from_status",
+        "to_status",
+        "desired_status",
+        "source",
+        "reason",
+        "request_id",
+        "actor",
+    )
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(opts.get_field(n).column) for n in names)
+    placeholders = ", ".join(["%s"] * len(names))
+    # Only model metadata is interpolated; every value is a bound parameter.
+    sql = f"INSERT INTO {quote(opts.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
+    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    request_id = (current_request_id() or "")[:140]
+    params = [
+        (pk, created_at, from_s, to_s, desired, source, reason[:2000], request_id, actor[:150])
+        for pk, from_s, to_s, desired, reason in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+def create(*, to_status: str, source: str, reason: str, actor: str = "", **fields) -> Instance:
+    """A new instance in its first status, with the event that says why.
+
+    The caller holds the transaction (and turns a duplicate name into its own error).
+    """
+    instance = Instance.objects.create(status=to_status, last_change_source=source, **fields)
+    record_event(
+        instance.id,
+        source=source,
+        reason=reason,
+        to_status=instance.status,
+        desired_status=instance.desired_status,
+        actor=actor,
+    )
+    return instance
 
 
 def note(instance: Instance, *, source: str, reason: str, actor: str = "") -> InstanceEvent:
@@ -97,6 +153,59 @@ def transition(
         return instance
 
 
+# SQLite accepts 32766 bound parameters per statement; stay well below it.
+_ID_CHUNK = 5000
+
+
+def transition_many(
+    seen: dict[str, tuple[str, str]],
+    *,
+    expected: Iterable[str],
+    to_status: str,
+    source: str,
+    operation_id: str,
+    guard: Q | None = None,
+    actor: str = "",
+    **fields,
+) -> list[Instance]:
+    """`transition` for a sweep: move every instance of `seen` ({id: (status seen, reason)})
+    whose status is still one of `expected` and that still matches `guard`.
+
+    A fixed number of statements however many instances move: one guarded UPDATE per 5000 ids,
+    one SELECT of the winners (tagged with `operation_id`, which must be new, so exactly this
+    call's rows are read back), one INSERT of their events and one of their webhooks, all in
+    one transaction. Returns the instances moved.
+    """
+    now = timezone.now()
+    ids = list(seen)
+    with transaction.atomic():
+        for start in range(0, len(ids), _ID_CHUNK):
+            query = Instance.objects.filter(pk__in=ids[start : start + _ID_CHUNK])
+            query = query.filter(status__in=list(expected))
+            if guard is not None:
+                query = query.filter(guard)
+            query.update(
+                status=to_status,
+                operation_id=operation_id,
+                last_change_source=source,
+                updated_at=now,
+                **fields,
+            )
+        moved = list(
+            Instance.objects.filter(status=to_status, operation_id=operation_id).order_by()
+        )
+        record_events(
+            [(i.id, seen[i.id][0], to_status, i.desired_status, seen[i.id][1]) for i in moved],
+            source=source,
+            actor=actor,
+        )
+        webhooks.enqueue_many(
+            [(i, seen[i.id][1], None) for i in moved if seen[i.id][0] != to_status],
+            event=webhooks.Event.STATUS_CHANGED,
+        )
+    return moved
+
+
 def update_fields(instance_id: str, *, expected_status: str | None = None, **fields) -> bool:
     """Write non-status fields, guarded by the status the caller based its decision on."""
     query = Instance.objects.filter(pk=instance_id)
@@ -149,8 +258,7 @@ def fail_if_overdue(instance: Instance) -> bool:
     """Fail an instance whose readiness deadline passed; True when it did."""
     if (
         instance.desired_status == Desired.RUNNING
-        and instance.status
-        in (Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING)
+        and instance.status in BOOTING
         and instance.readiness_deadline
         and timezone.now() > instance.readiness_deadline
     ):

@@ -1,19 +1,20 @@
 """Auto-stop: stop every idle GPU on time, never an active one, and record why.
 
 An instance is idle when it is ready, running or health_checking and its threshold
-(`auto_stop_minutes`, else AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES) has passed since the later of
-its last heartbeat and the moment it became ready (the rule lives on the model: Instance.idle_since
-and auto_stop_deadline(), with twins in models.py for the plain rows read here). Without a ready
-time the signal is unknown, and unknown counts as active. The deadline (`auto_stop_at`) is stored whenever one of those
-inputs changes, so the sweep finds due instances with one indexed query instead of computing
-idle times for the whole fleet; each row is still re-checked in Python before it is stopped.
+(`auto_stop_minutes`, else AUTO_STOP_INACTIVITY_THRESHOLD_MINUTES) has passed since the later of its
+last heartbeat and the moment it became ready (the rule lives on the model: Instance.idle_since and
+auto_stop_deadline(), with twins in models.py for the plain rows read here). Without a ready time
+the signal is unknown, and unknown counts as active. The deadline (`auto_stop_at`) is stored
+whenever one of those inputs changes, so the sweep finds due instances with one indexed query
+instead of computing idle times for the whole fleet; each row is still re-checked in Python before
+it is stopped.
 
-The sweep's database work is a fixed number of statements however many instances it examines
-or stops: one SELECT, then transitions.transition_many: one guarded UPDATE that claims every
-idle instance at once (two overlapping sweeps cannot both win a row), one statement for the
-audit events, and a bulk insert of webhooks for the instances that have a URL. Upstream stop calls are necessarily
-one per instance; they run on a small thread pool after the claim has committed, so no
-transaction is held open while Novita answers.
+The sweep's database work is a fixed number of statements however many instances it examines or
+stops: one SELECT, then transitions.transition_many: one guarded UPDATE that claims every idle
+instance at once (two overlapping sweeps cannot both win a row), one statement for the audit events,
+and a bulk insert of webhooks for the instances that have a URL. Upstream stop calls are necessarily
+one per instance; they run on a small thread pool after the claim has committed, so no transaction
+is held open while Novita answers.
 """
 
 from __future__ import annotations

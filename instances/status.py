@@ -1,4 +1,5 @@
-"""Gateway statuses, the upstream -> gateway mapping and the allowed transitions: one place."""
+"""Gateway statuses, the upstream -> gateway mapping, named status sets and the re-drive rule: one
+place."""
 
 from __future__ import annotations
 

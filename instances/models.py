@@ -135,8 +135,10 @@ class Instance(models.Model):
     migration_refused_since = models.DateTimeField(null=True, blank=True)
     migration_refusals = models.PositiveSmallIntegerField(default=0)
     migration_retry_at = models.DateTimeField(null=True, blank=True)
-    # Consecutive complete upstream listings this instance was absent from (2 means gone).
+    # Consecutive complete upstream listings this instance was absent from, and when the first
+    # of them began (2 listings, ABSENCE_SPAN apart, mean gone).
     missing_listings = models.PositiveSmallIntegerField(default=0)
+    missing_since = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)

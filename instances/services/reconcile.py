@@ -40,6 +40,9 @@ STALE_MONITOR = timedelta(minutes=5)
 MISSING_CONFIRM_LIMIT = 20
 # More instances than this (and over half the fleet) missing from one listing is not believed.
 SUSPICIOUS_ABSENCES = 10
+# Two listings without an instance prove it gone only this far apart: a burst of listings
+# (syncLocalState calls a second apart) must not stand in for two looks at upstream.
+ABSENCE_SPAN = timedelta(seconds=30)
 _TOUCH_CHUNK = 500
 
 
@@ -121,13 +124,15 @@ def reconcile_rows(
             last_synced_at=snapshot.started_at
         )
     for i in range(0, len(seen_again), _TOUCH_CHUNK):
-        Instance.objects.filter(pk__in=seen_again[i : i + _TOUCH_CHUNK]).update(missing_listings=0)
+        Instance.objects.filter(pk__in=seen_again[i : i + _TOUCH_CHUNK]).update(
+            missing_listings=0, missing_since=None
+        )
     if missing:
-        _count_absences(missing, outcome=outcome, source=source)
+        _count_absences(missing, snapshot.started_at, outcome=outcome, source=source)
     return outcome
 
 
-def _count_absences(missing: list[Instance], *, outcome: Outcome, source: str) -> None:
+def _count_absences(missing: list[Instance], listed_at, *, outcome: Outcome, source: str) -> None:
     """Instances a complete listing did not show: one more absence each, then a direct look.
 
     Gone needs proof (transitions.mark_gone): upstream saying not-found for the id, or a second
@@ -147,16 +152,18 @@ def _count_absences(missing: list[Instance], *, outcome: Outcome, source: str) -
     pks = [instance.pk for instance in missing]
     for i in range(0, len(pks), _TOUCH_CHUNK):
         # A plain update(): updated_at stays, so the next pass still trusts its listing here.
-        Instance.objects.filter(pk__in=pks[i : i + _TOUCH_CHUNK]).update(
-            missing_listings=F("missing_listings") + 1
-        )
+        chunk = Instance.objects.filter(pk__in=pks[i : i + _TOUCH_CHUNK])
+        chunk.update(missing_listings=F("missing_listings") + 1)
+        chunk.filter(missing_since__isnull=True).update(missing_since=listed_at)
     for instance in missing[:MISSING_CONFIRM_LIMIT]:
-        _confirm_gone(
-            instance, absences=instance.missing_listings + 1, source=source, outcome=outcome
-        )
+        since = instance.missing_since or listed_at
+        proven = instance.missing_listings + 1 >= 2 and listed_at - since >= ABSENCE_SPAN
+        _confirm_gone(instance, absent_long_enough=proven, source=source, outcome=outcome)
 
 
-def _confirm_gone(instance: Instance, *, absences: int, source: str, outcome: Outcome) -> None:
+def _confirm_gone(
+    instance: Instance, *, absent_long_enough: bool, source: str, outcome: Outcome
+) -> None:
     """Ask upstream about one instance a complete listing did not show (pages shift when
     instances are deleted while we read, so one can slip through)."""
     try:
@@ -164,15 +171,15 @@ def _confirm_gone(instance: Instance, *, absences: int, source: str, outcome: Ou
     except upstream.NovitaNotFoundError:
         evidence = NOT_FOUND_FOR_ID
     except upstream.NovitaError as exc:
-        if absences < 2:
+        if not absent_long_enough:
             outcome.failures += 1
             logger.info("reconcile: could not confirm %s: %s", instance.id, exc.details())
             return
         # No instance-level answer (some upstreams answer an unknown id like an unknown route),
-        # but two complete listings in a row without it are proof enough.
+        # but two complete listings in a row, ABSENCE_SPAN apart, without it are proof enough.
         evidence = ABSENT_FROM_LISTINGS
     else:
-        Instance.objects.filter(pk=instance.pk).update(missing_listings=0)
+        Instance.objects.filter(pk=instance.pk).update(missing_listings=0, missing_since=None)
         before = instance.status
         if apply_remote(instance, remote, source=source):
             outcome.note(instance.id, "updated", was=before, upstreamStatus=remote.status)

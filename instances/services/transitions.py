@@ -251,6 +251,7 @@ def mark_gone(
         auto_stop_at=None,
         upstream_status="removed",
         missing_listings=0,
+        missing_since=None,
     )
 
 

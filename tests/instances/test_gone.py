@@ -91,20 +91,41 @@ def test_absent_from_one_listing_without_a_not_found_is_not_yet_gone(make_instan
     assert instance.missing_listings == 1
 
 
+def earlier_absence(instance, seconds):
+    """Pretend the first listing without `instance` began `seconds` ago."""
+    Instance.objects.filter(pk=instance.pk).update(
+        missing_since=timezone.now() - timezone.timedelta(seconds=seconds)
+    )
+
+
 def test_absent_from_two_consecutive_complete_listings_is_gone(make_instance, novita):
     instance = make_instance(novita_instance_id="nov-1")
     serve_list(novita, [])
     novita.get_returns(status=404, body=ROUTE_404)  # an upstream that cannot say "not found"
 
     reconcile.run()
+    earlier_absence(instance, 31)
     reconcile.run()
 
     instance.refresh_from_db()
     assert instance.status == Status.TERMINATED
-    assert instance.missing_listings == 0
+    assert (instance.missing_listings, instance.missing_since) == (0, None)
     assert instance.events.get(to_status="terminated").reason == (
         "instance no longer exists upstream: absent from two consecutive complete upstream listings"
     )
+
+
+def test_two_listings_in_quick_succession_are_not_two_looks(make_instance, novita):
+    instance = make_instance(novita_instance_id="nov-1")
+    serve_list(novita, [])
+    novita.get_returns(status=404, body=ROUTE_404)
+
+    for _ in range(3):
+        reconcile.run()
+
+    instance.refresh_from_db()
+    assert instance.status == Status.READY
+    assert instance.missing_listings == 3 and instance.missing_since is not None
 
 
 def test_seen_again_between_two_absences_starts_the_count_over(make_instance, novita):
@@ -113,8 +134,11 @@ def test_seen_again_between_two_absences_starts_the_count_over(make_instance, no
     novita.get_returns(status=404, body=ROUTE_404)
 
     reconcile.run()
+    earlier_absence(instance, 31)
     items.extend(list_items(remote_instance("nov-1", instance.name)))
     reconcile.run()
+    instance.refresh_from_db()
+    assert (instance.missing_listings, instance.missing_since) == (0, None)
     items.clear()
     reconcile.run()
 

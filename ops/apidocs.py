@@ -28,8 +28,8 @@ stale). The running gateway serves the same schema at `/api/schema/` and a Swagg
   `{"error": {"code", "message", "details", "timestamp", "requestId"}}`; `details` lists each
   invalid field for `VALIDATION_ERROR`. `X-Request-ID` is echoed (or generated).
 - **Names on the wire** are camelCase; timestamps are ISO 8601 UTC with milliseconds.
-- Not in the schema: `GET /health` (dependency checks; 503 when the database or Redis is down)
-  and `GET /metrics` (Prometheus text), both described in the README.
+- `GET /health` (dependency checks) and `GET /metrics` (Prometheus text) are described here
+  too; the README says how to use them.
 """
 
 

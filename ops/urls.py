@@ -5,8 +5,8 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
-    path("health", views.health, name="health"),
-    path("metrics", views.prometheus_metrics, name="prometheus-metrics"),
+    path("health", views.HealthView.as_view(), name="health"),
+    path("metrics", views.PrometheusMetricsView.as_view(), name="prometheus-metrics"),
     path("api/cache/stats", views.CacheStatsView.as_view(), name="cache-stats"),
     path("api/cache/clear", views.CacheClearView.as_view(), name="cache-clear"),
     path("api/metrics", views.MetricsView.as_view(), name="metrics"),

@@ -1,48 +1,90 @@
 """Operational endpoints: /health (always open), /metrics, cache management and JSON metrics."""
 
-from django.conf import settings
 from django.http import HttpResponse, JsonResponse
-from django.views.decorators.http import require_safe
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from novita_gateway.errors import ApiError
+from novita_gateway.errors import ApiError, documented_error
 from novita_gateway.validation import unknown_fields
 
 from . import caching, metrics
 from . import health as health_checks
-from .auth import api_key_required
+from . import serializers as out
 from .timeutil import iso_now
 
 
-@require_safe
-def health(request):
-    """200 healthy/degraded, or 503 unhealthy when a critical part is down (see ops/health.py)."""
-    status, body = health_checks.report()
-    response = JsonResponse(body, status=status)
-    response["Cache-Control"] = "no-store"
-    return response
+class FirstRenderer(BaseContentNegotiation):
+    """Answer in the view's own format whatever Accept says (as a plain Django view would):
+    scrapers and load balancers send Accept headers of their own."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
-@require_safe
-@api_key_required
-def prometheus_metrics(request):
-    """Prometheus text, built at scrape time from the counters every process shares.
+class OpsView(APIView):
+    # GET and HEAD only (OPTIONS too answers 405), as when these were plain Django views.
+    http_method_names = ["get", "head"]
+    metadata_class = None
+    content_negotiation_class = FirstRenderer
+    renderer_classes = [JSONRenderer]
 
-    Like the JSON metrics it needs an API key once keys exist (Prometheus: `authorization`).
-    """
-    return HttpResponse(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+class HealthView(OpsView):
+    # Always open: no key, no rate limit (monitoring polls it), and no database touched before
+    # the checks themselves run.
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Health of the gateway and its dependencies",
+        description=(
+            "200 `healthy`, or `degraded` when a non-critical part (Novita API, job queue, "
+            "caches, beat sweeps) is down; 503 `unhealthy` with a short body when the database "
+            "or a configured Redis is down. Never needs an API key."
+        ),
+        responses={
+            200: out.HealthOut,
+            503: OpenApiResponse(out.UnhealthyOut, description="A critical part is down"),
+        },
+        auth=[],
+    )
+    def get(self, request):
+        status, body = health_checks.report()
+        response = JsonResponse(body, status=status)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class PrometheusMetricsView(OpsView):
+    # The default authentication and permission: a key once any exists, as for /api/.
+
+    @extend_schema(
+        summary="Prometheus metrics",
+        description=(
+            "Prometheus text exposition, built at scrape time from the counters every process "
+            "shares. Needs an API key once keys exist (Prometheus: `authorization`)."
+        ),
+        responses={(200, CONTENT_TYPE_LATEST.split(";")[0]): OpenApiTypes.STR},
+    )
+    def get(self, request):
+        return HttpResponse(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
 
 class CacheStatsView(APIView):
     @extend_schema(
         summary="Cache statistics",
         description="Size, hits and misses of every named cache, counted across processes.",
-        responses=OpenApiTypes.OBJECT,
+        responses={200: out.CacheStatsOut},
     )
     def get(self, request):
         return Response(caching.stats_payload())
@@ -55,11 +97,11 @@ class CacheClearView(APIView):
             "Clear one named cache (`cacheName`) or all of them. Instance state lives in the "
             "database, so nothing but speed is lost."
         ),
-        request=inline_serializer(
-            "CacheClearRequest",
-            {"cacheName": serializers.ChoiceField(choices=settings.CACHE_NAMES, required=False)},
-        ),
-        responses=OpenApiTypes.OBJECT,
+        request=out.CacheClearIn,
+        responses={
+            200: out.MessageOut,
+            400: documented_error("VALIDATION_ERROR (unknown cacheName; details list validNames)"),
+        },
     )
     def post(self, request):
         extra = unknown_fields(request.data, ["cacheName"])
@@ -89,14 +131,14 @@ class CacheClearView(APIView):
 
 
 class MetricsView(APIView):
-    @extend_schema(summary="Application metrics", responses=OpenApiTypes.OBJECT)
+    @extend_schema(summary="Application metrics", responses={200: out.MetricsOut})
     def get(self, request):
         data = metrics.metrics_payload()
         return Response({"status": "success", "timestamp": iso_now(), "data": data})
 
 
 class MetricsSummaryView(APIView):
-    @extend_schema(summary="Summarized metrics", responses=OpenApiTypes.OBJECT)
+    @extend_schema(summary="Summarized metrics", responses={200: out.MetricsSummaryOut})
     def get(self, request):
         data = metrics.summary_payload()
         return Response({"status": "success", "timestamp": iso_now(), "data": data})

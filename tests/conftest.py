@@ -7,11 +7,13 @@ import socket
 import pytest
 from django.conf import settings
 from django.core.cache import caches
+from django.test import Client as DjangoClient
 from rest_framework.test import APIClient
 
 from instances.novita.client import reset_client
 from novita_gateway.celery import app as celery_app
 from ops import counters
+from tests import openapi_conformance
 
 celery_app.conf.task_always_eager = True
 celery_app.conf.task_eager_propagates = True
@@ -86,4 +88,21 @@ def _loopback_only_connect(sock, address):
 def _no_real_dns(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", _fake_getaddrinfo)
     monkeypatch.setattr(socket.socket, "connect", _loopback_only_connect)
+    yield
+
+
+_real_client_request = DjangoClient.request
+
+
+def _conforming_request(self, **request):
+    response = _real_client_request(self, **request)
+    # A test may ask for a response the schema does not describe on purpose (see
+    # openapi_conformance: it skips test-only routes); everything else must conform.
+    openapi_conformance.check(request.get("REQUEST_METHOD", "GET"), request["PATH_INFO"], response)
+    return response
+
+
+@pytest.fixture(autouse=True)
+def _responses_conform_to_openapi(monkeypatch):
+    monkeypatch.setattr(DjangoClient, "request", _conforming_request)
     yield

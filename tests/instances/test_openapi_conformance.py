@@ -15,13 +15,14 @@ from tests.instances.upstream import remote_instance
 
 pytestmark = pytest.mark.django_db
 
-# Every endpoint of the contract (spec/gateway-api.md) with the statuses the gateway can answer
-# from the view itself; the ones every layer adds are checked below.
+# Every endpoint, the contract's (spec/gateway-api.md) and ours, with the statuses the gateway
+# can answer from the view itself; the ones every layer adds are checked below.
 CONTRACT = {
     ("get", "/health"): {200, 503},
     ("post", "/api/instances"): {201, 400, 409},
     ("get", "/api/instances"): {200, 400},
     ("get", "/api/instances/{instance_id}"): {200, 404},
+    ("get", "/api/instances/{instance_id}/events"): {200, 400, 404},  # beyond the contract
     ("delete", "/api/instances/{instance_id}"): {200, 202, 404, 409, 502},
     ("get", "/api/instances/comprehensive"): {200, 400, 502, 503},
     ("post", "/api/instances/{instance_id}/start"): {202, 400, 404, 409, 502, 503},
@@ -88,6 +89,7 @@ def test_one_request_to_every_endpoint_is_checked_against_the_schema(
         ("post", "/api/instances", {"name": "new-one", "productName": "x", "templateId": "t"}),
         ("get", "/api/instances", None),
         ("get", f"/api/instances/{ready.id}", None),
+        ("get", f"/api/instances/{ready.id}/events", None),
         ("get", "/api/instances/comprehensive", None),
         ("post", f"/api/instances/{stopped.id}/start", {}),
         ("post", "/api/instances/start", {"instanceName": "stopped-one"}),

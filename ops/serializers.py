@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 # --- /health ----------------------------------------------------------------------------------
 
-PART_STATES = ["up", "down", "degraded", "unknown", "not_configured", "disabled"]
+PART_STATES = ["up", "down", "degraded", "misconfigured", "unknown", "not_configured", "disabled"]
 
 
 class HealthServicesOut(serializers.Serializer):

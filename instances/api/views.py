@@ -66,7 +66,12 @@ class InstanceListCreateView(APIView):
         summary="List instances",
         operation_id="instances_list",
         parameters=[s.ListQuerySerializer],
-        responses={200: s.InstanceListOut, 400: ERRORS[400]},
+        responses={
+            200: s.InstanceListOut,
+            400: ERRORS[400],
+            502: ERRORS[502],
+            503: ERRORS[503],
+        },
     )
     def get(self, request):
         query = validated(s.ListQuerySerializer, request.query_params)

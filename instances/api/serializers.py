@@ -34,12 +34,23 @@ def with_example(field, example):
     return documented(*field._args, **field._kwargs)
 
 
+WEBHOOK_HELP = (
+    "Receives a signed POST for every status change (`event: instance.status_changed`) and "
+    "auto-stop warning (`instance.auto_stop_warning`): the contract's payload plus `event`, "
+    "`deliveryId` (same on retries) and the instance's `sequence` number; sent in sequence "
+    "order per instance. Signed with `X-Signature-SHA256` and the Standard Webhooks headers "
+    "`webhook-id`, `webhook-timestamp`, `webhook-signature` (README: Webhooks a receiver can "
+    "trust). Must resolve to a public address unless listed in WEBHOOK_ALLOWED_HOSTS."
+)
+
+
 class WebhookUrlField(serializers.URLField):
     """http(s) URL whose host does not resolve to a private, loopback or reserved address."""
 
     default_error_messages = {"type": "A string is required."}
 
     def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", WEBHOOK_HELP)
         kwargs.setdefault("max_length", 2000)
         kwargs.setdefault("required", False)
         kwargs.setdefault("allow_blank", False)

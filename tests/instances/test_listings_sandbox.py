@@ -3,29 +3,22 @@ public sources allow (pages from 0, from 1, 0 read as 1): every item, each once.
 
 import pytest
 
-from instances.novita.client import get_client, reset_client
-from instances.novita.sandbox import PAGE_NUMBERINGS, Sandbox
+from instances.novita.client import get_client
+from instances.novita.sandbox import PAGE_NUMBERINGS
 from instances.services import snapshot
 from tests.instances.test_sync import private_fleet_cache  # noqa: F401 - autouse fixture
+from tests.sandbox import gateway_on_sandbox
 
 pytestmark = pytest.mark.django_db
 
-KEY = "sandbox-key"
 FLEET = 2 * snapshot.UPSTREAM_PAGE_SIZE + 50  # three pages of the gateway's page size
 
 
 @pytest.fixture(params=PAGE_NUMBERINGS)
 def sandbox(request, settings):
-    sb = Sandbox(api_key=KEY, step_seconds=0, seed=17, page_numbering=request.param)
-    sb.serve(host="127.0.0.1")
-    settings.NOVITA_API_BASE_URL = sb.api_base_url
-    settings.NOVITA_API_KEY = KEY
-    reset_client()
-    try:
+    options = {"step_seconds": 0, "seed": 17, "page_numbering": request.param}
+    with gateway_on_sandbox(settings, **options) as sb:
         yield sb
-    finally:
-        sb.shutdown()
-        reset_client()
 
 
 def test_fleet_snapshot_holds_every_instance(sandbox):

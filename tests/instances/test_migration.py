@@ -10,8 +10,7 @@ import pytest
 from django.utils import timezone
 
 from instances.models import Instance, SweepRun
-from instances.novita.client import get_client, reset_client
-from instances.novita.sandbox import Sandbox
+from instances.novita.client import get_client
 from instances.services import migration, monitor
 from instances.status import Desired, Status
 from ops import counters
@@ -20,6 +19,7 @@ from tests.instances.test_sync import (  # noqa: F401 - the autouse fixture appl
     private_fleet_cache,
 )
 from tests.instances.upstream import V1, remote_instance
+from tests.sandbox import gateway_on_sandbox
 
 pytestmark = pytest.mark.django_db
 
@@ -402,15 +402,8 @@ STEP = 0.05
 
 @pytest.fixture
 def sandbox(settings):
-    sb = Sandbox(api_key=SANDBOX_KEY, step_seconds=STEP, seed=11).serve(host="127.0.0.1")
-    settings.NOVITA_API_BASE_URL = sb.api_base_url
-    settings.NOVITA_API_KEY = SANDBOX_KEY
-    reset_client()
-    try:
+    with gateway_on_sandbox(settings, api_key=SANDBOX_KEY, step_seconds=STEP, seed=11) as sb:
         yield sb
-    finally:
-        sb.shutdown()
-        reset_client()
 
 
 def wait_for(predicate, timeout=5.0):

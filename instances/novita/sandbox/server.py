@@ -90,9 +90,11 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _send(self, status: int, payload, headers: dict | None = None, head=False) -> None:
-        data = json.dumps(payload).encode()
+        self._send_bytes(status, json.dumps(payload).encode(), "application/json", headers, head)
+
+    def _send_bytes(self, status, data: bytes, content_type: str, headers=None, head=False):
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -103,16 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_route_404(self, error: RouteNotFound, headers=None, head=False) -> None:
         if self.sandbox.route_404 == "json":
             self._send(404, error.body(), headers, head=head)
-            return
-        data = HTML_404.encode()
-        self.send_response(404)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if not head:
-            self.wfile.write(data)
+        else:
+            self._send_bytes(404, HTML_404.encode(), "text/html", headers, head)
 
     def _dispatch(self, method: str) -> None:
         split = urlsplit(self.path)

@@ -121,6 +121,9 @@ class Instance(models.Model):
     next_poll_at = models.DateTimeField(null=True, blank=True)
     poll_interval = models.FloatField(default=2.0)
     readiness_deadline = models.DateTimeField(null=True, blank=True)
+    # Readiness probing (health_checking): when the next probe round is due, None when none is
+    # wanted; pushed out while a probe worker holds the instance (see services/readiness.py).
+    probe_due_at = models.DateTimeField(null=True, blank=True)
     operation_id = models.CharField(max_length=40, blank=True, default="")
     # Re-drives of upstream toward desired state (reconciler), bounded.
     drive_attempts = models.PositiveSmallIntegerField(default=0)
@@ -154,6 +157,7 @@ class Instance(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["next_poll_at"], name="inst_next_poll_idx"),
+            models.Index(fields=["probe_due_at"], name="inst_probe_due_idx"),
             models.Index(fields=["status", "auto_stop_at"], name="inst_autostop_idx"),
             models.Index(fields=["status"], name="inst_status_idx"),
             models.Index(fields=["region"], name="inst_region_idx"),

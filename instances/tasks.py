@@ -10,7 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from .services import autostop, migration, monitor, webhooks
+from .services import autostop, health_probe, migration, monitor, readiness, webhooks
 from .services import reconcile as reconciler
 
 # One monitor step must end before its claim (MONITOR_LEASE_SECONDS, 90 s by default) runs out,
@@ -41,6 +41,18 @@ def poll_instance(instance_id: str, lease: str | None = None):
 def monitor_sweep():
     for instance_id, lease in monitor.claim_due():
         poll_instance.delay(instance_id, lease.isoformat())
+
+
+@shared_task(
+    name="instances.tasks.probe_instances",
+    ignore_result=True,
+    # Probes of many instances run side by side, so a sweep lasts about one round.
+    soft_time_limit=health_probe.ROUND_SECONDS + 20,
+    time_limit=health_probe.ROUND_SECONDS + 40,
+)
+def probe_instances():
+    # Runs on the probes queue; overlapping sweeps are harmless (each instance is claimed).
+    readiness.probe_due()
 
 
 @shared_task(

@@ -318,6 +318,7 @@ CELERY_TASK_ROUTES = {
     "instances.tasks.auto_stop_sweep": {"queue": COST_CONTROL_QUEUE},
     "instances.tasks.reconcile": {"queue": COST_CONTROL_QUEUE},
     "instances.tasks.migration_sweep": {"queue": COST_CONTROL_QUEUE},
+    "instances.tasks.probe_instances": {"queue": PROBE_QUEUE},
     "instances.tasks.deliver_webhook": {"queue": WEBHOOK_QUEUE},
     "instances.tasks.deliver_due_webhooks": {"queue": WEBHOOK_QUEUE},
     # The heartbeat is sent to each queue by beat (see the schedule), so each is watched.
@@ -425,6 +426,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "instances.tasks.reconcile",
         "schedule": RECONCILE_INTERVAL_SECONDS,
         "options": {"expires": RECONCILE_INTERVAL_SECONDS},
+    },
+    "probe-sweep": {
+        "task": "instances.tasks.probe_instances",
+        "schedule": MONITOR_INTERVAL_SECONDS,
+        "options": {"expires": MONITOR_INTERVAL_SECONDS * 2},
     },
     "deliver-due-webhooks": {
         "task": "instances.tasks.deliver_due_webhooks",

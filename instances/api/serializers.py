@@ -13,6 +13,7 @@ from ops import netsafety
 
 from ..novita import catalog
 from ..representations import InstanceSummaryOut
+from ..services import health_probe
 from .fields import StrictBooleanField, StrictCharField, StrictIntegerField, StrictRegexField
 from .fleet_serializers import ComprehensiveInstanceOut
 
@@ -67,12 +68,55 @@ class WebhookUrlField(serializers.URLField):
         return value
 
 
+_ATTEMPT = int(health_probe.MAX_ATTEMPT_SECONDS)
+_ROUND = int(health_probe.ROUND_SECONDS)
+_PAUSE_MS = int(health_probe.MAX_IN_ROUND_PAUSE * 1000)
+
+
 class HealthCheckConfigSerializer(RejectUnknownFields):
-    timeoutMs = StrictIntegerField(min_value=1000, max_value=300000, default=30000)
-    retryAttempts = StrictIntegerField(min_value=0, max_value=10, default=3)
-    retryDelayMs = StrictIntegerField(min_value=100, max_value=30000, default=2000)
-    maxWaitTimeMs = StrictIntegerField(min_value=30000, max_value=1800000, default=600000)
-    targetPort = StrictIntegerField(min_value=1, max_value=65535, required=False)
+    """The contract's ranges are accepted; what a probe really does is clamped so that nothing a
+    client asks for can hold a worker: see each field."""
+
+    timeoutMs = StrictIntegerField(
+        min_value=1000,
+        max_value=300000,
+        default=30000,
+        help_text=(
+            "Wall-clock limit of one probe attempt (connect, status line and headers). Clamped "
+            f"to {_ATTEMPT * 1000} ms: a larger value counts as {_ATTEMPT * 1000}."
+        ),
+    )
+    retryAttempts = StrictIntegerField(
+        min_value=0,
+        max_value=10,
+        default=3,
+        help_text=(
+            "Retries of a port that is down, within one probe round. A round (every port, every "
+            f"retry) ends after {_ROUND} s whatever this asks; ports it had no time left for "
+            "count as down until the next round."
+        ),
+    )
+    retryDelayMs = StrictIntegerField(
+        min_value=100,
+        max_value=30000,
+        default=2000,
+        help_text=(
+            "Delay before the next probe round. Between retries inside a round the pause is "
+            f"clamped to {_PAUSE_MS} ms."
+        ),
+    )
+    maxWaitTimeMs = StrictIntegerField(
+        min_value=30000,
+        max_value=1800000,
+        default=600000,
+        help_text="The instance fails when it is not ready this long after the request.",
+    )
+    targetPort = StrictIntegerField(
+        min_value=1,
+        max_value=65535,
+        required=False,
+        help_text="Probe only this port (default: every HTTP port, else every port).",
+    )
 
 
 class CreateInstanceSerializer(RejectUnknownFields):

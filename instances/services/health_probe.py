@@ -26,9 +26,14 @@ DEFAULT_CONFIG = {
     "retryDelayMs": 2000,
     "maxWaitTimeMs": 600000,
 }
-# One probe never blocks a worker longer than this, whatever timeoutMs says.
-_MAX_PROBE_SECONDS = 10.0
-_MAX_IN_ROUND_PAUSE = 0.5
+# What a client's healthCheckConfig may ask for is clamped here (the API schema says so): one
+# attempt at one port lasts at most MAX_ATTEMPT_SECONDS (timeoutMs above it counts as this),
+# retries inside a round pause at most MAX_IN_ROUND_PAUSE, and a whole round (every port, every
+# retry) ends after ROUND_SECONDS, well below the monitor lease (MONITOR_LEASE_SECONDS, 90 s),
+# whatever retryAttempts says; ports it had no time left for count as down for that round.
+MAX_ATTEMPT_SECONDS = 10.0
+MAX_IN_ROUND_PAUSE = 0.5
+ROUND_SECONDS = 30.0
 # What Novita's edge answers for an HTTP port whose service is not listening (yet).
 EDGE_NOT_READY = frozenset({502, 503, 504})
 
@@ -122,19 +127,37 @@ def probe_once(mapping: dict, timeout: float) -> ProbeResult:
     return ProbeResult(port, target.kind, up, detail)
 
 
-def probe(port_mappings: list[dict], config: dict, target_port: int | None) -> list[ProbeResult]:
+def probe(
+    port_mappings: list[dict],
+    config: dict,
+    target_port: int | None,
+    *,
+    round_seconds: float = ROUND_SECONDS,
+) -> list[ProbeResult]:
     """One round: every selected port, each retried `retryAttempts` times before it counts
-    as down for this round. An empty list means there was nothing to probe."""
+    as down for this round, all within `round_seconds`. An empty list means there was nothing
+    to probe."""
     config = {**DEFAULT_CONFIG, **(config or {})}
-    timeout = min(config["timeoutMs"] / 1000, _MAX_PROBE_SECONDS)
-    pause = min(config["retryDelayMs"] / 1000, _MAX_IN_ROUND_PAUSE)
+    timeout = min(config["timeoutMs"] / 1000, MAX_ATTEMPT_SECONDS)
+    pause = min(config["retryDelayMs"] / 1000, MAX_IN_ROUND_PAUSE)
+    ends = time.monotonic() + round_seconds
     results = []
     for mapping in ports_to_probe(port_mappings, target_port or config.get("targetPort")):
-        result = probe_once(mapping, timeout)
-        for _ in range(int(config["retryAttempts"])):
-            if result.up:
+        result = None
+        for attempt in range(1 + int(config["retryAttempts"])):
+            left = ends - time.monotonic()
+            if left <= 0.05 or (attempt and result.up):
                 break
-            time.sleep(pause)
-            result = probe_once(mapping, timeout)
+            if attempt:
+                time.sleep(min(pause, left))
+                left = ends - time.monotonic()
+                if left <= 0.05:
+                    break
+            result = probe_once(mapping, min(timeout, left))
+        if result is None:
+            port = int(mapping.get("port") or 0)
+            result = ProbeResult(
+                port, (mapping.get("type") or "http").lower(), False, "no time left"
+            )
         results.append(result)
     return results

@@ -19,7 +19,7 @@ from ..novita import errors as upstream
 from ..novita.client import get_client
 from ..novita.schemas import UpstreamInstance
 from ..status import TRANSITIONAL, Desired, Status, redrive
-from . import autostop, health_probe
+from . import readiness
 from .polling import CLAIM_LEASE, FIRST_POLL_DELAY, POLL_BACKOFF, POLL_CAP
 from .provisioning import provision
 from .transitions import (
@@ -198,7 +198,6 @@ def apply_upstream(instance: Instance, remote: UpstreamInstance, *, source: str)
 
 
 def _check_readiness(instance: Instance, observed: dict, source: str) -> None:
-    now = _now()
     if instance.status != Status.HEALTH_CHECKING:
         moved = transition(
             instance.id,
@@ -206,6 +205,7 @@ def _check_readiness(instance: Instance, observed: dict, source: str) -> None:
             to_status=Status.HEALTH_CHECKING,
             source=source,
             reason="upstream reports running; probing ports",
+            probe_due_at=_now(),
             **observed,
         )
         if moved is None:
@@ -214,36 +214,12 @@ def _check_readiness(instance: Instance, observed: dict, source: str) -> None:
     else:
         update_fields(instance.id, expected_status=instance.status, **observed)
         instance.refresh_from_db()
-    results = health_probe.probe(
-        instance.port_mappings, instance.health_check_config, instance.target_port
-    )
-    if all(r.up for r in results):
-        ports = ", ".join(f"{r.port}/{r.kind} {r.detail}" for r in results) or "no ports"
-        ready = transition(
-            instance.id,
-            expected={Status.HEALTH_CHECKING},
-            to_status=Status.READY,
-            source=source,
-            reason=f"all probed ports answer ({ports})",
-            ready_at=now,
-            next_poll_at=None,
-            auto_stop_warned_at=None,
-        )
-        if ready is not None:
-            deadline = ready.auto_stop_deadline()
-            update_fields(ready.id, expected_status=Status.READY, auto_stop_at=deadline)
-            autostop.schedule_wakeup(deadline)
-        return
     if fail_if_overdue(instance):
         return
-    delay = (instance.health_check_config or {}).get(
-        "retryDelayMs", health_probe.DEFAULT_CONFIG["retryDelayMs"]
-    )
-    update_fields(
-        instance.id,
-        expected_status=Status.HEALTH_CHECKING,
-        next_poll_at=now + timedelta(milliseconds=delay),
-    )
+    # The ports are probed on the probes queue, not here (readiness.py says why); this step
+    # keeps watching upstream and the readiness deadline on the usual backoff meanwhile.
+    _schedule_next(instance, status=Status.HEALTH_CHECKING)
+    readiness.request_probe(instance)
 
 
 def _drive_again(instance: Instance, action: str, source: str, observed: dict) -> None:

@@ -8,7 +8,7 @@ import requests
 from django.utils import timezone
 
 from instances.models import Instance, WebhookDelivery
-from instances.services import health_probe, monitor, provisioning
+from instances.services import health_probe, monitor, provisioning, readiness
 from instances.status import Desired, Status
 from tests.instances.upstream import remote_instance
 
@@ -223,8 +223,13 @@ def test_ports_answering_in_a_later_round_make_instance_ready(make_instance, nov
         readiness_deadline=timezone.now() + timedelta(minutes=5),
     )
     novita.get_returns(remote_instance(instance.novita_instance_id, instance.name))
-    assert step(instance.id).status == Status.HEALTH_CHECKING
-    assert step(instance.id).status == Status.READY
+    instance = step(instance.id)
+    assert instance.status == Status.HEALTH_CHECKING
+    # The next round is due retryDelayMs later, on the probe sweep's clock.
+    assert instance.probe_due_at - timezone.now() < timedelta(milliseconds=150)
+    Instance.objects.filter(pk=instance.pk).update(probe_due_at=timezone.now())
+    assert readiness.probe_due() == 1
+    assert Instance.objects.get(pk=instance.pk).status == Status.READY
 
 
 def test_upstream_status_error_fails_instance(make_instance, novita):

@@ -10,7 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from .services import autostop, health_probe, migration, monitor, readiness, webhooks
+from .services import autostop, migration, monitor, readiness, webhooks
 from .services import reconcile as reconciler
 
 # One monitor step must end before its claim (MONITOR_LEASE_SECONDS, 90 s by default) runs out,
@@ -46,9 +46,10 @@ def monitor_sweep():
 @shared_task(
     name="instances.tasks.probe_instances",
     ignore_result=True,
-    # Probes of many instances run side by side, so a sweep lasts about one round.
-    soft_time_limit=health_probe.ROUND_SECONDS + 20,
-    time_limit=health_probe.ROUND_SECONDS + 40,
+    # Probes of many instances run side by side: a sweep claims for one round's time and
+    # lets the last rounds end (readiness.SWEEP_SECONDS).
+    soft_time_limit=readiness.SWEEP_SECONDS + 15,
+    time_limit=readiness.SWEEP_SECONDS + 30,
 )
 def probe_instances():
     # Runs on the probes queue; overlapping sweeps are harmless (each instance is claimed).

@@ -6,10 +6,11 @@ asking for long timeouts and many retries). Run inside the monitor it held a cos
 worker, and twenty such instances could hold them all while idle GPUs kept billing. Now the
 monitor (cost-control queue) only asks for a probe by setting `probe_due_at`, and keeps polling
 upstream and watching the readiness deadline on its usual backoff; the probe sweep (probes
-queue) claims every due instance with one guarded UPDATE and probes them side by side on a
-thread pool, so one slow instance delays no other: a sweep lasts about one probe round
-(health_probe.ROUND_SECONDS) however many instances it holds. Threads only do network I/O;
-the database work happens before and after, in the task's own thread.
+queue) claims due instances with guarded UPDATEs and probes them side by side on a thread pool,
+claiming newcomers while earlier rounds still run, so one slow instance delays no other. One
+sweep runs at a time (a cache lock), so probing holds one probes-queue worker however many
+instances wait, and each sweep ends within two rounds (health_probe.ROUND_SECONDS). Threads only
+do network I/O; the database work happens in the task's own thread.
 
 A claim pushes `probe_due_at` out by PROBE_LEASE (longer than a round plus the task's time
 limit): a probe worker that dies holds nothing for longer, and two sweeps never probe the same
@@ -20,9 +21,12 @@ failure decided meanwhile by the monitor or an API call always wins.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import timedelta
 
+from django.core.cache import caches
 from django.utils import timezone
 
 from ..models import Instance
@@ -32,9 +36,13 @@ from .transitions import transition, update_fields
 
 logger = logging.getLogger(__name__)
 
-PROBE_LEASE = timedelta(seconds=health_probe.ROUND_SECONDS + 60)
-BATCH = 64
 THREADS = 32
+# A sweep claims for one round's time and then lets its last rounds finish.
+SWEEP_SECONDS = 2 * health_probe.ROUND_SECONDS
+# Longer than a sweep and its task's hard time limit: a claim outlives the worker holding it.
+PROBE_LEASE = timedelta(seconds=SWEEP_SECONDS + 60)
+_LOCK_KEY = "readiness:probe-sweep"
+_LOCK_SECONDS = SWEEP_SECONDS + 45
 
 
 def request_probe(instance: Instance) -> None:
@@ -51,11 +59,11 @@ def request_probe(instance: Instance) -> None:
         queue.send(tasks.probe_instances)
 
 
-def _claim_due(now) -> list[Instance]:
+def _claim_due(now, limit: int = 64) -> list[Instance]:
     due = list(
         Instance.objects.filter(status=Status.HEALTH_CHECKING, probe_due_at__lte=now)
         .order_by("probe_due_at")
-        .values_list("pk", flat=True)[:BATCH]
+        .values_list("pk", flat=True)[:limit]
     )
     if not due:
         return []
@@ -76,25 +84,49 @@ def _round(instance: Instance) -> list[health_probe.ProbeResult]:
     )
 
 
-def probe_due() -> int:
-    """Probe every instance whose probe is due (side by side); returns how many were probed."""
-    claimed = _claim_due(timezone.now())
-    if not claimed:
+def probe_due(*, window: float = health_probe.ROUND_SECONDS) -> int:
+    """Probe every instance whose probe is due, side by side; returns how many were probed.
+
+    Keeps claiming newly due instances for `window` seconds while earlier rounds run, so one
+    sweep serves every instance: a quick one is picked up within a fraction of a second even
+    while slow rounds hold threads, and only one probes-queue worker is busy with probing.
+    Sweeps that find another one running leave at once.
+    """
+    token = uuid.uuid4().hex
+    lock = caches["default"]
+    if not lock.add(_LOCK_KEY, token, timeout=int(_LOCK_SECONDS)):
         return 0
-    with ThreadPoolExecutor(max_workers=min(THREADS, len(claimed))) as pool:
-        rounds = {pool.submit(_round, instance): instance for instance in claimed}
-        # Each outcome is applied as its round ends: a quick instance is ready at once, not
-        # when the slowest one of the batch gives up.
-        for done in as_completed(rounds):
-            instance = rounds[done]
-            try:
-                results = done.result()
-            except Exception:  # noqa: BLE001 - a bug in one probe must not sink the batch
-                logger.exception("readiness: probing %s failed", instance.id)
-                _probe_again_later(instance)
-                continue
-            _apply(instance, results)
-    return len(claimed)
+    probed = 0
+    ends = time.monotonic() + window
+    try:
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            running: dict = {}
+            while True:
+                if time.monotonic() < ends and len(running) < THREADS:
+                    for instance in _claim_due(timezone.now(), THREADS - len(running)):
+                        running[pool.submit(_round, instance)] = instance
+                        probed += 1
+                if not running:
+                    break
+                done, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
+                # Each outcome is applied as its round ends: a quick instance is ready at
+                # once, not when the slowest one of the batch gives up.
+                for future in done:
+                    _finish(running.pop(future), future)
+    finally:
+        if lock.get(_LOCK_KEY) == token:
+            lock.delete(_LOCK_KEY)
+    return probed
+
+
+def _finish(instance: Instance, future) -> None:
+    try:
+        results = future.result()
+    except Exception:  # noqa: BLE001 - a bug in one probe must not sink the others
+        logger.exception("readiness: probing %s failed", instance.id)
+        _probe_again_later(instance)
+        return
+    _apply(instance, results)
 
 
 def _apply(instance: Instance, results: list[health_probe.ProbeResult]) -> None:

@@ -166,3 +166,13 @@ def test_the_api_schema_says_what_health_check_config_is_clamped_to(client):
         f"ends after {int(health_probe.ROUND_SECONDS)} s" in fields["retryAttempts"]["description"]
     )
     assert "500 ms" in fields["retryDelayMs"]["description"]
+
+
+def test_a_second_probe_sweep_leaves_while_one_runs(make_instance):
+    from django.core.cache import caches
+
+    health_checking(make_instance)
+    caches["default"].add(readiness._LOCK_KEY, "another-sweep", timeout=60)
+    assert readiness.probe_due() == 0
+    caches["default"].delete(readiness._LOCK_KEY)
+    assert readiness.probe_due() == 1

@@ -286,4 +286,11 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and action == "fail":
                 sb.fail_instance(iid, str(body.get("message") or "failed to pull image"))
                 return 200, {}
+        if route == ("POST", "endpoints"):
+            # {"name": ..., "port": ..., "endpoint": ...}: see Sandbox.override_endpoint.
+            try:
+                sb.override_endpoint(str(body["name"]), int(body["port"]), str(body["endpoint"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise _bad_param(f"endpoint override: {exc}") from None
+            return 200, {}
         raise RouteNotFound(f"{CONTROL_PREFIX}{rel}")

@@ -40,6 +40,7 @@ import threading
 import time
 import zlib
 from http.server import ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 from .base import (
     _DEFAULT_REASONS,
@@ -186,6 +187,8 @@ class Sandbox(PortListeners):
         self._instances: dict[str, _Instance] = {}
         self._jobs: dict[str, _Job] = {}
         self._faults: list[_Fault] = []
+        # (instance name, port) -> endpoint reported instead of the sandbox's own.
+        self._endpoint_overrides: dict[tuple[str, int], str] = {}
         self._calls: collections.deque = collections.deque(maxlen=calls_maxlen)
         self._call_counts: collections.Counter = collections.Counter()
         self._call_total = 0
@@ -278,6 +281,7 @@ class Sandbox(PortListeners):
             self._jobs.clear()
             self._watch.clear()
             self._faults.clear()
+            self._endpoint_overrides.clear()
             self._reset_calls_locked()
 
     def configure(
@@ -555,6 +559,16 @@ class Sandbox(PortListeners):
             inst.last_stopped_at = now
             self._after_transition(inst, now)
 
+    def override_endpoint(self, name: str, port: int, endpoint: str) -> None:
+        """Report `endpoint` for port `port` of the instance named `name` (now or created later)
+        instead of the sandbox's own: lets a test point a port at a server of its choosing (a
+        hanging one, say). Loopback only, like everything the sandbox hands out."""
+        host = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}").hostname or ""
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("endpoint overrides must point at loopback")
+        with self._lock:
+            self._endpoint_overrides[(name, int(port))] = endpoint
+
     # -- TCP listeners ----------------------------------------------------------------------
     # -- views ------------------------------------------------------------------------------
 
@@ -646,7 +660,7 @@ class Sandbox(PortListeners):
         view = self._base_view(inst, state)
         mappings = []
         for port, kind in inst.ports:
-            endpoint = (
+            endpoint = self._endpoint_overrides.get((inst.name, port)) or (
                 self._http_endpoint(inst, port)
                 if kind == "http"
                 else self._tcp_endpoint(inst, port)

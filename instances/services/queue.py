@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 POLL_INSTANCE = "instances.tasks.poll_instance"
 AUTO_STOP_SWEEP = "instances.tasks.auto_stop_sweep"
 DELIVER_WEBHOOK = "instances.tasks.deliver_webhook"
+PROBE_INSTANCES = "instances.tasks.probe_instances"
 
 _QUICK_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 

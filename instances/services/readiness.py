@@ -53,10 +53,8 @@ def request_probe(instance: Instance) -> None:
         pk=instance.pk, status=Status.HEALTH_CHECKING, probe_due_at__isnull=True
     ).update(probe_due_at=now)
     if asked or (instance.probe_due_at is not None and instance.probe_due_at <= now):
-        from .. import tasks
-
         # A shortcut only: beat's probe sweep finds every due instance anyway.
-        queue.send(tasks.probe_instances)
+        queue.send(queue.PROBE_INSTANCES)
 
 
 def _claim_due(now, limit: int = 64) -> list[Instance]:

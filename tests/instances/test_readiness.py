@@ -23,9 +23,7 @@ PORTS = [{"port": 8888, "endpoint": "http://127.0.0.1:9/", "type": "http"}]
 def sent(monkeypatch):
     """Messages the services hand to Celery, kept instead of run."""
     calls = []
-    monkeypatch.setattr(
-        queue, "send", lambda task, *a, countdown=None: calls.append(task.name) or True
-    )
+    monkeypatch.setattr(queue, "send", lambda task, *a, countdown=None: calls.append(task) or True)
     return calls
 
 

@@ -283,6 +283,9 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and action == "reclaim":
                 sb.reclaim_spot(iid)
                 return 200, {}
+            if method == "POST" and action == "notify":
+                sb.notify_spot(iid)
+                return 200, {}
             if method == "POST" and action == "fail":
                 sb.fail_instance(iid, str(body.get("message") or "failed to pull image"))
                 return 200, {}

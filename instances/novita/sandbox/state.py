@@ -110,6 +110,7 @@ class _Instance:
         "seq_start",
         "seq_step",
         "spot_reclaim_time",
+        "spot_notified",
         "failure",
         "tcp",
     )
@@ -529,11 +530,21 @@ class Sandbox(PortListeners):
                 inst.last_stopped_at = 0.0
                 inst.begin(seq, now, 0.0)
                 inst.spot_reclaim_time = 0
+                inst.spot_notified = False
                 inst.failure = None
                 inst.tcp = None
                 self._instances[inst.id] = inst
                 ids.append(inst.id)
         return ids
+
+    def notify_spot(self, instance_id: str) -> None:
+        """Simulate a reclaim notice: the spot instance still runs, spotStatus `notified`."""
+        with self._lock:
+            now = time.time()
+            inst = self._require(instance_id, now)
+            if inst.billing_mode != "spot":
+                raise ApiError(400, "UNSUPPORTED_BILLING_MODE", "instance is not a spot instance")
+            inst.spot_notified = True
 
     def reclaim_spot(self, instance_id: str) -> None:
         """Simulate the provider reclaiming a running spot instance: it becomes exited."""
@@ -596,7 +607,9 @@ class Sandbox(PortListeners):
     def _spot_status(self, inst: _Instance) -> str:
         if inst.billing_mode != "spot":
             return ""
-        return "terminated" if inst.spot_reclaim_time else "running"
+        if inst.spot_reclaim_time:
+            return "terminated"
+        return "notified" if inst.spot_notified else "running"
 
     def _base_view(self, inst: _Instance, state: str) -> dict:
         product = inst.product
@@ -877,6 +890,7 @@ class Sandbox(PortListeners):
             inst.last_stopped_at = 0.0
             inst.begin(SEQ_CREATE, now, self.step_seconds)
             inst.spot_reclaim_time = 0
+            inst.spot_notified = False
             inst.failure = None
             inst.tcp = self._alloc_tcp(ports, inst.id)
             self._instances[inst.id] = inst
@@ -943,6 +957,7 @@ class Sandbox(PortListeners):
                 inst.last_started_at = now
                 inst.failure = None
                 inst.spot_reclaim_time = 0
+                inst.spot_notified = False
             elif action == "stop":
                 if state != "running":
                     raise refuse("stop")
@@ -963,6 +978,7 @@ class Sandbox(PortListeners):
                 inst.begin(SEQ_MIGRATE, now, step)
                 inst.failure = None
                 inst.spot_reclaim_time = 0
+                inst.spot_notified = False
                 inst.last_started_at = now
                 job = _Job()
                 job.id = self._new_id(self._jobs)

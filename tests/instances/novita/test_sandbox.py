@@ -556,6 +556,21 @@ def test_spot_reclaim_leaves_instance_exited_and_terminated(api, sb):
     assert item["spotReclaimTime"] != "0" and int(item["spotReclaimTime"]) > 0
 
 
+def test_spot_notice_shows_notified_while_still_running_then_reclaim(api, sb):
+    instance_id = api.create(billingMode="spot")
+    api.wait_status(instance_id, "running")
+    control = f"{sb.base_url}/_sandbox/instances/{instance_id}"
+    assert requests.post(f"{control}/notify", timeout=TIMEOUT).status_code == 200
+    item = api.get("/gpu/instances").json()["instances"][0]
+    assert (item["status"], item["spotStatus"]) == ("running", "notified")
+    requests.post(f"{control}/reclaim", timeout=TIMEOUT)
+    item = api.get("/gpu/instances").json()["instances"][0]
+    assert (item["status"], item["spotStatus"]) == ("exited", "terminated")
+    api.post("/gpu/instance/start", {"instanceId": instance_id})
+    api.wait_status(instance_id, "running")
+    assert api.get("/gpu/instances").json()["instances"][0]["spotStatus"] == "running"
+
+
 def test_reclaiming_an_on_demand_instance_is_refused(api, sb):
     instance_id = api.create()
     resp = requests.post(f"{sb.base_url}/_sandbox/instances/{instance_id}/reclaim", timeout=TIMEOUT)

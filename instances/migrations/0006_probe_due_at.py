@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('instances', '0004_gone_evidence_and_migration_retries'),
+        ('instances', '0005_instance_missing_since'),
     ]
 
     operations = [

@@ -14,7 +14,6 @@ from django.utils import timezone
 from ..models import Instance, InstanceEvent
 from ..novita import errors as upstream
 from ..novita.client import get_client
-from ..status import AUTO_STOP_CANDIDATES
 from . import autostop, monitor
 from .transitions import NOT_FOUND_FOR_ID, mark_gone, note, update_fields
 
@@ -76,7 +75,7 @@ def mark_used(instance: Instance, *, actor: str) -> Instance:
         raise AdminOpError("a newer heartbeat is already recorded")
     current = Instance.objects.get(pk=instance.pk)
     reason = "marked as used by an operator"
-    if current.auto_stop_at and current.status in AUTO_STOP_CANDIDATES:
+    if current.auto_stop_at and current.auto_stop_applies:
         reason += f"; next auto-stop at {current.auto_stop_at:%Y-%m-%d %H:%M:%S} UTC"
     note(current, source=SOURCE, reason=reason, actor=actor)
     return current

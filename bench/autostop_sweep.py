@@ -31,10 +31,11 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchutil import postgres_bench_database  # noqa: E402
 
 FLEETS = (1_000, 10_000)
 IDLE_FRACTION = 0.10
@@ -51,32 +52,9 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["DATABASE_URL"] = f"sqlite:///{SCRATCH / 'bench.sqlite3'}"
 
 
-def _postgres_admin(action: str) -> None:
-    """Create or drop the throwaway PostgreSQL database named in DATABASE_URL."""
-    import psycopg
-
-    url = urlsplit(os.environ["DATABASE_URL"])
-    name = url.path.lstrip("/")
-    if not name.endswith("_bench"):
-        raise SystemExit(f"refusing to {action} database {name!r}: its name must end in _bench")
-    if url.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit("the bench only talks to a loopback PostgreSQL")
-    with psycopg.connect(
-        host=url.hostname,
-        port=url.port or 5432,
-        user=url.username or "postgres",
-        password=url.password or None,
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        if action == "create":
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 IS_POSTGRES = os.environ["DATABASE_URL"].startswith(("postgres://", "postgresql://"))
 if IS_POSTGRES:
-    _postgres_admin("create")
+    postgres_bench_database("create")
 
 import django  # noqa: E402
 
@@ -241,7 +219,7 @@ def main() -> int:
     finally:
         connections.close_all()
         if IS_POSTGRES:
-            _postgres_admin("drop")
+            postgres_bench_database("drop")
         shutil.rmtree(SCRATCH, ignore_errors=True)
     counts = {r["tracked"]: r["queries"] for r in results}
     print(

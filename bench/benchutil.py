@@ -1,7 +1,33 @@
 """What several benchmark scripts share (imported as a sibling: scripts run from bench/)."""
 
+import os
+from urllib.parse import urlsplit
+
 
 def percentile(values: list[float], q: float) -> float:
     """The value at fraction q of the sorted samples (nearest rank, rounding down)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def postgres_bench_database(action: str) -> None:
+    """Create or drop the throwaway PostgreSQL database named in DATABASE_URL."""
+    import psycopg
+
+    url = urlsplit(os.environ["DATABASE_URL"])
+    name = url.path.lstrip("/")
+    if not name.endswith("_bench"):
+        raise SystemExit(f"refusing to {action} database {name!r}: its name must end in _bench")
+    if url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit("the bench only talks to a loopback PostgreSQL")
+    with psycopg.connect(
+        host=url.hostname,
+        port=url.port or 5432,
+        user=url.username or "postgres",
+        password=url.password or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        if action == "create":
+            conn.execute(f'CREATE DATABASE "{name}"')

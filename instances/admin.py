@@ -571,6 +571,6 @@ def dashboard_view(request):
         "subtitle": None,
         "now": timezone.now(),
         "d": selectors.dashboard(),
-        "charts": charts.render_all(selectors.charts()),
+        "charts": charts.render_all(selectors.dashboard_charts()),
     }
     return TemplateResponse(request, "admin/dashboard.html", context)

@@ -9,10 +9,14 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from itertools import groupby
+from operator import itemgetter
 
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+
+from ops.caching import named_cache
 
 from .models import PRICE_UNIT, Instance, InstanceEvent, SweepRun, WebhookDelivery
 from .novita.client import get_client
@@ -159,19 +163,23 @@ class Charts:
     hours_by_status: dict[str, float]
 
 
+DAY_SECONDS = 86400
+
+
 def _day_start(day: date) -> datetime:
     return datetime.combine(day, datetime.min.time(), tzinfo=timezone.get_current_timezone())
 
 
-def _spread(start: datetime, end: datetime, first_day: date, per_day: list[float], scale=1.0):
-    """Add the hours of [start, end) to the days they fall on (times `scale`)."""
+def _spread(start: float, end: float, per_day: list[float], scale: float) -> None:
+    """Add the hours of [start, end) (seconds since the first day's midnight) to the days they
+    fall on, times `scale`. Plain arithmetic: the hot loop of the charts at fleet scale."""
+    start = max(start, 0.0)
     while start < end:
-        day = timezone.localtime(start).date()
-        next_midnight = _day_start(day + timedelta(days=1))
-        chunk_end = min(end, next_midnight)
-        index = (day - first_day).days
-        if 0 <= index < len(per_day):
-            per_day[index] += (chunk_end - start).total_seconds() / 3600 * scale
+        index = int(start // DAY_SECONDS)
+        if index >= len(per_day):
+            return
+        chunk_end = min(end, (index + 1) * DAY_SECONDS)
+        per_day[index] += (chunk_end - start) / 3600 * scale
         start = chunk_end
 
 
@@ -193,11 +201,12 @@ def saving_spans(since: datetime, now: datetime) -> list[tuple[datetime, datetim
     if not stops:
         return []
     # What ends a saving: the instance was started again, or terminated (no longer billable).
+    stopped_ids = InstanceEvent.objects.filter(
+        source=InstanceEvent.Source.AUTO_STOP, to_status=Status.STOPPING, created_at__gte=since
+    ).values("instance_id")
     ends: dict[str, list] = defaultdict(list)
     for instance_id, at in (
-        InstanceEvent.objects.filter(
-            instance_id__in={s[0] for s in stops}, created_at__gt=stops[0][1]
-        )
+        InstanceEvent.objects.filter(instance_id__in=stopped_ids, created_at__gt=stops[0][1])
         .filter(
             Q(to_status__in=[Status.STARTING, Status.TERMINATED])
             | Q(desired_status=Desired.TERMINATED)
@@ -214,38 +223,47 @@ def saving_spans(since: datetime, now: datetime) -> list[tuple[datetime, datetim
 
 
 def _status_segments(since: datetime, now: datetime):
-    """(status, start, end, price) for every instance's time in each status within the window.
+    """(status, start, end, price) for every instance's time in each status within the window,
+    start and end in seconds since `since`.
 
     Built from the audit trail: each status change is an event, so an instance's status at any
-    moment is the target of its last change before it. Two queries whatever the fleet size.
+    moment is the target of its last change before it. Two queries whatever the fleet size; the
+    events stream by instance, so only one instance's changes are held at a time.
     """
-    timelines: dict[str, list] = defaultdict(list)
-    for instance_id, at, from_status, to_status in (
-        InstanceEvent.objects.filter(created_at__gte=since, created_at__lt=now)
-        .exclude(to_status="")
-        .order_by("instance_id", "created_at", "pk")
-        .values_list("instance_id", "created_at", "from_status", "to_status")
-        .iterator(chunk_size=2000)
-    ):
-        timelines[instance_id].append((at, from_status, to_status))
-    instances = (
-        Instance.objects.filter(created_at__lt=now)
-        .filter(Q(pk__in=list(timelines)) | ~Q(status=Status.TERMINATED))
-        .values_list("pk", "status", "created_at", "price_per_hour")
-        .iterator(chunk_size=2000)
+    changed = InstanceEvent.objects.filter(created_at__gte=since, created_at__lt=now).exclude(
+        to_status=""
     )
-    for pk, status, created_at, price in instances:
-        changes = timelines.get(pk, [])
-        start = max(since, created_at)
-        # Before its first change in the window the instance was in that change's origin state
-        # (none when the change is its creation); with no change, in its current state all along.
-        current = changes[0][1] if changes else status
-        for at, _from, to in changes:
+    end = (now - since).total_seconds()
+    instances = {
+        pk: (status, max(0.0, (created_at - since).total_seconds()), price)
+        for pk, status, created_at, price in Instance.objects.filter(created_at__lt=now)
+        .filter(Q(pk__in=changed.values("instance_id")) | ~Q(status=Status.TERMINATED))
+        .values_list("pk", "status", "created_at", "price_per_hour")
+        .iterator(chunk_size=5000)
+    }
+    events = (
+        changed.order_by("instance_id", "created_at", "pk")
+        .values_list("instance_id", "created_at", "from_status", "to_status")
+        .iterator(chunk_size=5000)
+    )
+    for pk, changes in groupby(events, key=itemgetter(0)):
+        _status, start, price = instances.pop(pk, (None, 0.0, None))
+        current = None
+        for index, (_pk, at, from_status, to_status) in enumerate(changes):
+            at = (at - since).total_seconds()
+            if index == 0:
+                # Before its first change in the window the instance was in that change's
+                # origin state (none when the change is its creation).
+                current = from_status
             if current and at > start:
                 yield current, start, at, price
-            start, current = max(start, at), to
-        if current and now > start:
-            yield current, start, now, price
+            start, current = max(start, at), to_status
+        if current and end > start:
+            yield current, start, end, price
+    # No change in the window: in its current state all along.
+    for status, start, price in instances.values():
+        if end > start:
+            yield status, start, end, price
 
 
 def charts(now: datetime | None = None, days: int = CHART_DAYS) -> Charts:
@@ -259,14 +277,15 @@ def charts(now: datetime | None = None, days: int = CHART_DAYS) -> Charts:
     hours_by_status: dict[str, float] = defaultdict(float)
     for status, start, end, price in _status_segments(since, now):
         if status != Status.TERMINATED:
-            hours_by_status[status] += (end - start).total_seconds() / 3600
+            hours_by_status[status] += (end - start) / 3600
         if status in BILLED and price:
-            _spread(start, end, first_day, spend, price / PRICE_UNIT)
+            _spread(start, end, spend, price / PRICE_UNIT)
 
     saved = [0.0] * days
     for start, end, price in saving_spans(since, now):
         if price:
-            _spread(start, end, first_day, saved, price / PRICE_UNIT)
+            offset = (start - since).total_seconds()
+            _spread(offset, offset + (end - start).total_seconds(), saved, price / PRICE_UNIT)
 
     def per_day(queryset, field: str) -> list[int]:
         counts = {
@@ -297,4 +316,14 @@ def charts(now: datetime | None = None, days: int = CHART_DAYS) -> Charts:
             for value, _ in Status.choices
             if hours_by_status.get(value)
         },
+    )
+
+
+CHARTS_CACHE_SECONDS = 60
+
+
+def dashboard_charts() -> Charts:
+    """charts(), recomputed at most once a minute: at fleet scale it reads a month of events."""
+    return named_cache("instances").get_or_set(
+        "dashboard-charts", charts, timeout=CHARTS_CACHE_SECONDS
     )

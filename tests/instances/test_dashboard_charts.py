@@ -122,3 +122,13 @@ def test_the_dashboard_shows_three_svg_charts_and_no_script(admin_client, histor
     assert "Spend and auto-stop savings per day" in page
     assert "Instance-hours by status" in page
     assert "Auto-stop stops and webhook failures per day" in page
+
+
+def test_the_dashboard_recomputes_its_charts_at_most_once_a_minute(history, monkeypatch):
+    computed = []
+    real = selectors.charts
+    monkeypatch.setattr(selectors, "charts", lambda: computed.append(1) or real(now=NOW))
+    first = selectors.dashboard_charts()
+    second = selectors.dashboard_charts()
+    assert len(computed) == 1
+    assert second.spend_usd == first.spend_usd and sum(first.spend_usd) > 0

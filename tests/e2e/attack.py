@@ -109,27 +109,45 @@ def start_attack(stack: Stack) -> tuple[list[Trickler], list[str]]:
     return receivers + ports, ids
 
 
-def idle_overshoot(stack: Stack, name: str, timeout: float = 90) -> dict:
-    """Create an instance, let it go idle, and measure how late auto-stop stopped it.
+def idle_overshoots(stack: Stack, names: list[str], timeout: float = 90) -> list[dict]:
+    """Create instances, let them go idle, and measure how late auto-stop stopped each.
 
-    Returns seconds from create to ready, and from its auto-stop deadline (autoStopAt, read
-    while it was ready) to the auto-stop's stop event."""
+    Per instance: seconds from create to ready, and from its auto-stop deadline (autoStopAt,
+    read while it was ready) to the auto-stop's stop event."""
     started = time.monotonic()
-    instance_id = create(stack, name)
-    ready = stack.wait_status(instance_id, "ready", timeout=timeout)
-    ready_seconds = time.monotonic() - started
-    deadline = _parse(ready["autoStopAt"])
-
-    def stopped_event():
-        events = stack.api("GET", f"/api/instances/{instance_id}/events").json()["events"]
-        return next(
-            (e for e in events if e["source"] == "auto-stop" and e.get("toStatus") == "stopping"),
-            None,
+    ids = [create(stack, name) for name in names]
+    results = []
+    for instance_id in ids:
+        ready = stack.wait_status(instance_id, "ready", timeout=timeout)
+        results.append(
+            {
+                "instance": instance_id,
+                "ready_seconds": time.monotonic() - started,
+                "deadline": _parse(ready["autoStopAt"]),
+            }
         )
+    for result in results:
+        instance_id = result["instance"]
 
-    event = wait_until(stopped_event, timeout, interval=0.5, message=f"auto-stop of {name}")
-    return {
-        "instance": instance_id,
-        "ready_seconds": ready_seconds,
-        "overshoot_seconds": (_parse(event["createdAt"]) - deadline).total_seconds(),
-    }
+        def stopped_event(instance_id=instance_id):
+            events = stack.api("GET", f"/api/instances/{instance_id}/events").json()["events"]
+            return next(
+                (
+                    e
+                    for e in events
+                    if e["source"] == "auto-stop" and e.get("toStatus") == "stopping"
+                ),
+                None,
+            )
+
+        event = wait_until(
+            stopped_event, timeout, interval=0.5, message=f"auto-stop of {instance_id}"
+        )
+        result["overshoot_seconds"] = (
+            _parse(event["createdAt"]) - result.pop("deadline")
+        ).total_seconds()
+    return results
+
+
+def idle_overshoot(stack: Stack, name: str, timeout: float = 90) -> dict:
+    return idle_overshoots(stack, [name], timeout)[0]

@@ -3,7 +3,8 @@
 Exit codes: 0 ok, 1 other error, 2 bad command line, 3 not found, 4 conflict (impossible in
 the current state, name taken), 5 rejected request (validation), 6 API key missing or wrong,
 7 rate limited, 8 gateway or upstream failure (5xx, unhealthy), 9 gateway unreachable,
-10 --wait timed out, 11 the instance failed (or was terminated) while waiting.
+10 --wait timed out, 11 the instance failed (or was terminated) while waiting, 130 Ctrl-C
+during --wait (the instance carries on).
 """
 
 from __future__ import annotations
@@ -284,38 +285,41 @@ def wait_for(
             shown.append(new_status)
             out.print(f"{name}: {styled(new_status)} ({seconds(time.monotonic() - started)})")
 
-    with out.status(f"{verb} {name}: {status}", spinner="dots") as live:
-        while True:
-            elapsed = time.monotonic() - started
-            if status in wanted:
-                break
-            if status in FINAL_BAD - wanted:
-                reason = instance.get("statusReason") or instance.get("failureReason") or ""
-                raise WaitProblem(
-                    f"{name} is {status}" + (f": {reason}" if reason else ""),
-                    ExitCode.INSTANCE_FAILED,
-                )
-            if time.monotonic() >= deadline:
-                raise WaitProblem(
-                    f"gave up after {timeout:g} s: {name} is still {status} "
-                    f"(it carries on; follow it with `ngw show {name}`)",
-                    ExitCode.WAIT_TIMEOUT,
-                )
-            live.update(f"{verb} {name}: {status} · {seconds(elapsed)}")
-            time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
-            try:
-                current = gw.get(instance["id"])
-            except ApiError as exc:
-                # A blip (restart, 5xx, rate limit) must not end a wait; a 404 or 401 does.
-                if exc.exit_code in TRANSIENT:
-                    continue
-                raise
-            if current.get("status") != status:
-                for passed in transitions.entered():
-                    show(passed)
-                status = current.get("status")
-                show(status)
-            instance = current
+    try:
+        with out.status(f"{verb} {name}: {status}", spinner="dots") as live:
+            while status not in wanted:
+                if status in FINAL_BAD:
+                    reason = instance.get("statusReason") or instance.get("failureReason") or ""
+                    raise WaitProblem(
+                        f"{name} is {status}" + (f": {reason}" if reason else ""),
+                        ExitCode.INSTANCE_FAILED,
+                    )
+                if time.monotonic() >= deadline:
+                    raise WaitProblem(
+                        f"gave up after {timeout:g} s: {name} is still {status} "
+                        f"(it carries on; follow it with `ngw show {name}`)",
+                        ExitCode.WAIT_TIMEOUT,
+                    )
+                live.update(f"{verb} {name}: {status} · {seconds(time.monotonic() - started)}")
+                time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+                try:
+                    current = gw.get(instance["id"])
+                except ApiError as exc:
+                    # A blip (restart, 5xx, rate limit) must not end a wait; a 404 or 401 does.
+                    if exc.exit_code in TRANSIENT:
+                        continue
+                    raise
+                if current.get("status") != status:
+                    for passed in transitions.entered():
+                        show(passed)
+                    status = current.get("status")
+                    show(status)
+                instance = current
+    except KeyboardInterrupt:
+        raise WaitProblem(
+            f"stopped following {name} ({status}); it carries on: `ngw show {name}`",
+            ExitCode.INTERRUPTED,
+        ) from None
     out.print(f"{name} is {styled(status)} after {seconds(time.monotonic() - started)}")
     return instance
 

@@ -25,6 +25,7 @@ class ExitCode:
     UNREACHABLE = 9  # no answer from NGW_URL (connection refused, timeout)
     WAIT_TIMEOUT = 10  # --wait gave up before the instance got there
     INSTANCE_FAILED = 11  # --wait saw the instance end in failed (or terminated)
+    INTERRUPTED = 130  # Ctrl-C while --wait followed an instance (it carries on)
 
 
 def exit_code_for(status: int) -> int:

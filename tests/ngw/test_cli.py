@@ -266,3 +266,30 @@ def test_the_installed_ngw_command_is_this_cli():
     assert getattr(importlib.import_module(module), attr) is cli.main
     result = CliRunner().invoke(cli.main, ["--help"])
     assert result.exit_code == 0 and "Exit codes:" in result.output
+
+
+def test_ctrl_c_during_wait_stops_following_and_says_the_instance_carries_on(gateway, monkeypatch):
+    gateway.get(f"{URL}/api/instances", json={"instances": [instance("stopped")], "total": 1})
+    gateway.post(
+        f"{URL}/api/instances/inst_1/start",
+        status=202,
+        json={"instanceId": "inst_1", "status": "starting", "message": "Start initiated"},
+    )
+    gateway.get(f"{URL}/api/instances/inst_1/events", json={"events": [], "total": 0})
+    gateway.get(f"{URL}/api/instances/inst_1", json=instance("starting"))
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", interrupted)
+    result = run("start", "demo", "--wait")
+    assert result.exit_code == ExitCode.INTERRUPTED == 130
+    assert "stopped following demo (starting); it carries on" in result.output
+
+
+def test_ssh_to_an_instance_that_is_not_ready_is_a_conflict(gateway):
+    gateway.get(f"{URL}/api/instances", json={"instances": [instance("stopped")], "total": 1})
+    gateway.get(f"{URL}/api/instances/inst_1", json=instance("stopped", connectionDetails={}))
+    result = run("ssh", "demo")
+    assert result.exit_code == ExitCode.CONFLICT
+    assert "demo has no SSH endpoint (status stopped" in result.output

@@ -4,13 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
-mkdir -p var
+var_dir="${VAR_DIR:-var}"
+mkdir -p "$var_dir"
 
-if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
-  # Keep one generated key across runs so admin sessions survive a restart.
-  [ -s var/secret_key ] || python -c 'import secrets; print(secrets.token_urlsafe(50))' > var/secret_key
-  DJANGO_SECRET_KEY="$(cat var/secret_key)"
-  export DJANGO_SECRET_KEY
+if [ -z "${DJANGO_SECRET_KEY:-}" ] && [ ! -s "$var_dir/secret_key" ]; then
+  # The same key file `make install` writes and settings read when DJANGO_SECRET_KEY is unset;
+  # kept across runs so admin sessions survive a restart.
+  (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(50))' > "$var_dir/secret_key")
 fi
 # The local run serves plain http on localhost; secure cookies would lock the admin out.
 export SECURE_COOKIES="${SECURE_COOKIES:-false}"

@@ -27,8 +27,6 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from ops import counters
-
 from ..models import Instance, SweepRun
 from ..novita import errors as upstream
 from ..novita.client import get_client
@@ -37,7 +35,7 @@ from ..status import TRANSITIONAL, Desired, Status
 from . import health_probe
 from .snapshot import get_snapshot
 from .sweeps import Outcome
-from .transitions import note, record_event, transition, update_fields
+from .transitions import fail, note, record_event, transition, update_fields
 
 logger = logging.getLogger(__name__)
 
@@ -146,24 +144,16 @@ def _refused(instance: Instance, claimed_at, exc: upstream.NovitaError) -> None:
 
 
 def _fail(instance: Instance, reason: str, **fields) -> Instance | None:
-    failed = transition(
-        instance.id,
-        expected={instance.status},
-        to_status=Status.FAILED,
+    return fail(
+        instance,
+        reason,
         source="migration",
-        reason=reason,
-        failure_reason=reason[:2000],
-        next_poll_at=None,
-        auto_stop_at=None,
         migration_started_at=None,
         migration_refused_since=None,
         migration_refusals=0,
         migration_retry_at=None,
         **fields,
     )
-    if failed is not None:
-        counters.incr("instances:failed")
-    return failed
 
 
 def start(instance: Instance, remote: UpstreamInstance) -> bool:

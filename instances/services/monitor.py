@@ -155,7 +155,12 @@ def apply_upstream(instance: Instance, remote: UpstreamInstance, *, source: str)
     observed = _observed_fields(remote)
     target = instance.status_from_upstream(remote.status, has_error=bool(remote.status_error))
     if target == Status.FAILED:
-        fail(instance, f"upstream reported an error: {remote.status_error}", source, observed)
+        fail(
+            instance,
+            f"upstream reported an error: {remote.status_error}",
+            source=source,
+            **observed,
+        )
         return
 
     # Upstream disagrees with what we want: drive it again (bounded), e.g. a stop that failed.
@@ -228,8 +233,8 @@ def _drive_again(instance: Instance, action: str, source: str, observed: dict) -
             instance,
             f"upstream still {observed.get('upstream_status')} after "
             f"{instance.drive_attempts} {action} attempts",
-            source,
-            observed,
+            source=source,
+            **observed,
         )
         return
     update_fields(

@@ -88,7 +88,7 @@ def provision(instance: Instance) -> None:
         )
         upstream_id = client.create_instance(**fields)
     except upstream.NovitaPermanentError as exc:
-        fail(instance, f"create rejected: {exc.details()}", "worker", {})
+        fail(instance, f"create rejected: {exc.details()}", source="worker")
         return
     except upstream.NovitaError as exc:
         # Refused before anything was created (a wrong base URL or key, the breaker open):
@@ -98,7 +98,7 @@ def provision(instance: Instance) -> None:
             if fail_if_overdue(instance):
                 return
         elif attempts + 1 >= MAX_CREATE_ATTEMPTS:
-            fail(instance, f"create failed {attempts + 1} times: {exc.details()}", "worker", {})
+            fail(instance, f"create failed {attempts + 1} times: {exc.details()}", source="worker")
             return
         record_event(
             instance.id,

@@ -263,14 +263,16 @@ def fail_if_overdue(instance: Instance) -> bool:
         and instance.readiness_deadline
         and timezone.now() > instance.readiness_deadline
     ):
-        fail(instance, "not ready before maxWaitTimeMs passed", "monitor", {})
+        fail(instance, "not ready before maxWaitTimeMs passed", source="monitor")
         return True
     return False
 
 
-def fail(instance: Instance, reason: str, source: str, observed: dict) -> None:
-    """Move an instance to failed from the status the caller saw, keeping why."""
-    transition(
+def fail(instance: Instance, reason: str, *, source: str, **fields) -> Instance | None:
+    """Move an instance to failed from the status the caller saw, keeping why; `fields` are
+    written in the same UPDATE. Returns the failed instance, or None when another actor moved it
+    first (then nothing is counted)."""
+    failed = transition(
         instance.id,
         expected={instance.status},
         to_status=Status.FAILED,
@@ -279,6 +281,8 @@ def fail(instance: Instance, reason: str, source: str, observed: dict) -> None:
         failure_reason=reason[:2000],
         next_poll_at=None,
         auto_stop_at=None,
-        **observed,
+        **fields,
     )
-    counters.incr("instances:failed")
+    if failed is not None:
+        counters.incr("instances:failed")
+    return failed

@@ -39,7 +39,17 @@ def provision(instance: Instance) -> None:
     try:
         if attempts > 0:
             existing = client.list_instances(name=instance.name)
-            match = next((r for r in existing if r.name == instance.name and r.id), None)
+            # A name is reused once its instance is terminated: the old one, still listed
+            # while upstream removes it, belongs to its own record, never to this one.
+            taken = set(
+                Instance.objects.filter(
+                    novita_instance_id__in=[r.id for r in existing if r.id]
+                ).values_list("novita_instance_id", flat=True)
+            )
+            match = next(
+                (r for r in existing if r.name == instance.name and r.id and r.id not in taken),
+                None,
+            )
             if match is not None:
                 _adopt(instance, match.id, reason="found upstream after an ambiguous create")
                 return

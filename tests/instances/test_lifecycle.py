@@ -161,6 +161,27 @@ def test_ambiguous_create_is_looked_up_before_retrying(make_instance, novita):
     assert len(novita.calls("/gpu/instance/create")) == 1
 
 
+def test_ambiguous_create_never_adopts_a_terminated_namesakes_upstream_instance(
+    make_instance, novita
+):
+    make_instance(name="reused", status=Status.TERMINATED, novita_instance_id="nov-old")
+    novita.catalogue()
+    novita.mock.post(
+        "https://novita.test/gpu-instance/openapi/v1/gpu/instance/create",
+        body=requests.exceptions.ReadTimeout("read timed out"),
+    )
+    instance = step(creating(make_instance, name="reused", novita_instance_id=None).id)
+    # Upstream still lists the old instance (being removed) and the one our timed-out call made.
+    novita.list_returns(
+        [
+            remote_instance("nov-old", "reused", status="removing"),
+            remote_instance("nov-new", "reused", status="creating"),
+        ]
+    )
+    instance = step(instance.id)
+    assert instance.novita_instance_id == "nov-new"
+
+
 def test_monitor_takes_instance_to_ready_after_ports_answer(make_instance, novita, ports_answer):
     instance = creating(make_instance, novita_instance_id="nov-1")
     novita.get_returns(remote_instance("nov-1", instance.name, status="pulling"))

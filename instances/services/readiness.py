@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from ..models import Instance
 from ..status import Status
-from . import health_probe, queue
+from . import autostop, health_probe, queue
 from .transitions import transition, update_fields
 
 logger = logging.getLogger(__name__)
@@ -143,8 +143,6 @@ def _apply(instance: Instance, results: list[health_probe.ProbeResult]) -> None:
             auto_stop_warned_at=None,
         )
         if ready is not None:
-            from . import autostop
-
             deadline = ready.auto_stop_deadline()
             update_fields(ready.id, expected_status=Status.READY, auto_stop_at=deadline)
             autostop.schedule_wakeup(deadline)

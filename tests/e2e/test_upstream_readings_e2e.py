@@ -40,9 +40,19 @@ def test_lifecycle_and_listing_under_one_based_pages_and_404_not_found(stack):
     body = stack.instance(instance_id)
     assert {m["port"] for m in body["portMappings"]} == {8188}
 
-    listing = stack.api("GET", "/api/instances/comprehensive").json()
-    assert instance_id in {row["id"] for row in listing["instances"]}
-    assert listing["performance"]["upstreamPages"] >= 2  # page 0 came back empty
+    # Found upstream although page 0 comes back empty: merged, not local-only (once the
+    # short-lived fleet snapshot taken before the create has expired).
+    wait_until(
+        lambda: (
+            stack.api("GET", "/api/instances/comprehensive").json()["sources"]
+            == {"local": 0, "novita": 0, "merged": 1}
+        ),
+        30,
+        message="the listing to find the instance upstream",
+    )
+    calls = stack.sandbox("GET", "/_sandbox/calls", params={"path": "/gpu/instances"}).json()
+    pages = [c["query"] for c in calls["recent"]]
+    assert "pageSize=100&pageNum=0" in pages and "pageSize=100&pageNum=1" in pages
 
     assert stack.api("POST", f"/api/instances/{instance_id}/stop").status_code in (200, 202)
     stack.wait_status(instance_id, "stopped")

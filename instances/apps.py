@@ -10,7 +10,10 @@ class InstancesConfig(AppConfig):
         checks.register(check_region_table, checks.Tags.compatibility)
         # Services enqueue tasks by name (services/queue.py); every process that enqueues, the
         # web ones included, must have them registered, not only the workers that autodiscover.
-        from . import tasks  # noqa: F401
+        from . import facts, tasks  # noqa: F401
+
+        # /health and /metrics (ops, a layer below) learn about instances through these.
+        facts.register()
 
 
 def check_region_table(app_configs=None, **kwargs):

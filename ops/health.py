@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.db import connections
 
-from . import caching, counters, metrics
+from . import caching, counters, metrics, metrics_payloads, registry
 from .timeutil import iso, iso_now
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,6 @@ _SWEEPS = (
     ("migration", "heartbeat:migration", "migration-sweep", "MIGRATION_ENABLED"),
 )
 _redis_clients: dict = {}
-_probe_clients: dict = {}
 
 
 def _ms(started: float) -> int:
@@ -163,33 +162,6 @@ def check_redis() -> dict:
 # --- upstream -----------------------------------------------------------------------------
 
 
-def _probe_client():
-    """A client just for the probe: short timeout, no retries, its own (never tripping) breaker.
-
-    The shared client's breaker is left alone so health probes neither trip it nor are refused
-    by it: the probe's job is to say whether Novita answers right now.
-    """
-    from instances.novita.client import NovitaClient
-
-    timeout = float(settings.HEALTH_UPSTREAM_TIMEOUT_SECONDS)
-    signature = (settings.NOVITA_API_BASE_URL, settings.NOVITA_API_KEY, timeout, os.getpid())
-    client = _probe_clients.get(signature)
-    if client is None:
-        _probe_clients.clear()
-        client = NovitaClient(
-            base_url=settings.NOVITA_API_BASE_URL,
-            api_key=settings.NOVITA_API_KEY,
-            connect_timeout=min(float(settings.NOVITA_CONNECT_TIMEOUT), timeout),
-            read_timeout=timeout,
-            read_retries=0,
-            failure_threshold=1_000_000,
-            redis_url="",
-            on_call=metrics.observe_upstream,
-        )
-        _probe_clients[signature] = client
-    return client
-
-
 def _probe_novita() -> dict:
     if not settings.NOVITA_API_BASE_URL or not settings.NOVITA_API_KEY:
         return {
@@ -198,9 +170,12 @@ def _probe_novita() -> dict:
             "error": "not_configured",
             "lastChecked": iso_now(),
         }
+    probe = registry.facts.probe_upstream
+    if probe is None:
+        return {"status": "unknown", "responseTime": None, "lastChecked": iso_now()}
     started = time.perf_counter()
     try:
-        _probe_client().list_clusters()
+        probe()
     except Exception as exc:  # noqa: BLE001
         logger.warning("health: novita probe failed (%s)", type(exc).__name__)
         # A wrong base URL or key (route-level 404, 401/403, a page that is not the API) is
@@ -225,7 +200,7 @@ def check_novita() -> dict:
     if result is None:
         result = _probe_novita()
         cache.set(_UPSTREAM_CACHE_KEY, result, timeout=settings.HEALTH_UPSTREAM_CACHE_SECONDS)
-    breaker = metrics._breaker_state()
+    breaker = registry.read("breaker_state")
     return {**result, "circuitBreaker": breaker} if breaker else dict(result)
 
 
@@ -382,12 +357,8 @@ def check_scheduler() -> dict:
 
 
 def _instance_count() -> int | None:
-    try:
-        from instances.models import Instance
-
-        return Instance.objects.count()
-    except Exception:  # noqa: BLE001
-        return None
+    by_status = registry.read("instances_by_status")
+    return sum(by_status.values()) if by_status is not None else None
 
 
 def check_cache(all_totals: dict[str, float]) -> dict:
@@ -466,8 +437,8 @@ def report() -> tuple[int, dict]:
         "timestamp": now,
         "services": services,
         "uptime": uptime,
-        "performance": metrics.performance(all_totals),
-        "system": metrics.system_block(),
+        "performance": metrics_payloads.performance(all_totals),
+        "system": metrics_payloads.system_block(),
         "redis": {
             "available": redis_info["status"] == "up",
             "healthy": redis_info.get("isHealthy", False),

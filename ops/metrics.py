@@ -4,15 +4,16 @@ Hot paths only add numbers to a small in-process buffer; a background thread in 
 writes the buffer to the shared counters once a second (one counters call for everything that
 happened meanwhile), and readers flush their own process's buffer before reading. So a request
 pays no counters round trip for its metrics, and figures from other processes lag by at most
-about a second. Everything derived (rates, averages, ratios, Prometheus text) is computed by
-whoever reads.
+about a second. Everything derived is computed by whoever reads: rates and the process's
+figures here, the JSON bodies in metrics_payloads.py, the Prometheus families in prometheus.py.
 
 Rates ("per minute") come from snapshots of the cumulative totals, at most one a minute, kept as
 one small shared value: rate = (total now - total at the oldest snapshot of the last five minutes)
 / elapsed. Unlike a counter per minute, this never grows, and counters has no delete.
 
 Other code uses: record_request, record_job, record_job_started, record_job_failed,
-observe_upstream (NovitaClient's `on_call`), record_cache, record_rate_limited, flush, totals.
+observe_upstream (NovitaClient's `on_call`, wired where the client is built), record_cache,
+record_rate_limited, flush, totals.
 """
 
 from __future__ import annotations
@@ -27,12 +28,6 @@ import time
 
 import psutil
 from django.conf import settings
-from prometheus_client.core import (
-    CollectorRegistry,
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
 
 from . import counters
 
@@ -96,7 +91,7 @@ def _flusher_loop() -> None:
         time.sleep(FLUSH_INTERVAL_SECONDS)
         try:
             # Snapshot first, so a snapshot never contains what this process still holds.
-            _maybe_snapshot()
+            maybe_snapshot()
             flush()
         except Exception:  # noqa: BLE001 - keep flushing; counters degrade on their own
             logger.warning("metrics flush failed", exc_info=True)
@@ -152,7 +147,6 @@ def record_request(request, status: int, duration_ms: float) -> None:
             f"requests:le:{_bucket(duration_ms / 1000, REQUEST_BUCKETS)}": 1,
         }
     )
-    attach_upstream_hook(build=False)
 
 
 def _job_type(task_name: str) -> str:
@@ -189,32 +183,6 @@ def observe_upstream(operation: str, seconds: float, outcome: str) -> None:
             f"upstream:{op}:outcome:{result}": 1,
         }
     )
-
-
-def attach_upstream_hook(build: bool = True) -> None:
-    """Make this process's Novita client report to observe_upstream.
-
-    get_client() builds the client without a hook; a client that already has one is left alone,
-    so wiring `on_call=observe_upstream` where the client is built makes this a no-op. With
-    build=False (the request path) only an already built client is hooked, so a request never
-    builds a client as a side effect.
-    """
-    try:
-        from instances.novita import client as client_module
-
-        if build:
-            client = client_module.get_client()
-        else:
-            client = getattr(client_module, "_client", None)
-            if client is None or getattr(client_module, "_client_pid", None) != os.getpid():
-                return
-        if client is _hooked["client"]:
-            return
-        if getattr(client, "on_call", None) is None:
-            client.on_call = observe_upstream
-        _hooked["client"] = client
-    except Exception:  # noqa: BLE001 - metrics never break the caller
-        logger.debug("could not hook the upstream client", exc_info=True)
 
 
 def record_cache(name: str, hits: int = 0, misses: int = 0, sets: int = 0) -> None:
@@ -261,7 +229,7 @@ def _load_snapshots() -> list[dict]:
         return []
 
 
-def _maybe_snapshot(all_totals: dict[str, float] | None = None) -> None:
+def maybe_snapshot(all_totals: dict[str, float] | None = None) -> None:
     """Remember the totals once a minute (checked at most every few seconds per process)."""
     mono = time.monotonic()
     if mono - _local["snapshot_checked"] < _SNAPSHOT_CHECK_SECONDS:
@@ -352,10 +320,6 @@ def uptime_seconds() -> int:
     return int(time.time() - PROCESS_STARTED_AT)
 
 
-def _mb(value: float) -> int:
-    return round(value / (1024 * 1024))
-
-
 def by_status(all_totals: dict[str, float]) -> dict[str, int]:
     # The contract's three classes always; redirects and the like only once they happen.
     out = {klass: int(all_totals.get(f"requests:{klass}", 0)) for klass in ("2xx", "4xx", "5xx")}
@@ -372,275 +336,3 @@ def jobs_by_type(all_totals: dict[str, float]) -> dict[str, int]:
         for key, value in sorted(all_totals.items())
         if key.startswith(prefix)
     }
-
-
-def performance(all_totals: dict[str, float]) -> dict:
-    """The /health `performance` block."""
-    rates = window(all_totals)
-    return {
-        "requestsPerMinute": rates["requestsPerMinute"],
-        "averageResponseTime": rates["averageResponseTimeMs"],
-        "errorRate": rates["errorRate"],
-        "jobProcessingRate": rates["jobsPerMinute"],
-    }
-
-
-def system_block() -> dict:
-    """The /health `system` block: machine memory in MB, this process's shared and RSS."""
-    sysinfo = system()
-    return {
-        "memory": {
-            "usedMB": _mb(sysinfo["system_used"]),
-            "totalMB": _mb(sysinfo["system_total"]),
-            "externalMB": _mb(sysinfo["shared"]),
-            "rss": _mb(sysinfo["rss"]),
-        },
-        "cpu": {"usage": sysinfo["cpu_percent"], "loadAverage": sysinfo["load_average"]},
-    }
-
-
-def metrics_payload() -> dict:
-    """`GET /api/metrics`'s `data`."""
-    from . import caching
-
-    all_totals = totals()
-    rates = window(all_totals)
-    _maybe_snapshot(all_totals)
-    sysinfo = system()
-    cache = caching.summary(all_totals)
-    return {
-        "requests": {
-            "total": {
-                "count": int(all_totals.get("requests:total", 0)),
-                "rate": rates["requestsPerMinute"],
-            },
-            "byStatus": by_status(all_totals),
-        },
-        "jobs": {
-            "total": {
-                "processed": int(all_totals.get("jobs:total", 0)),
-                "rate": rates["jobsPerMinute"],
-            },
-            "byType": jobs_by_type(all_totals),
-        },
-        "system": {
-            # Node's process.memoryUsage() names, mapped onto this Python process.
-            "memory": {
-                "heapUsed": sysinfo["private"],
-                "heapTotal": sysinfo["rss"],
-                "external": sysinfo["shared"],
-                "rss": sysinfo["rss"],
-            },
-            "cpu": {"usage": sysinfo["cpu_percent"], "loadAverage": sysinfo["load_average"]},
-            "uptime": uptime_seconds(),
-        },
-        "cache": {"hitRatio": cache["overallHitRatio"], "totalSize": cache["totalEntries"]},
-    }
-
-
-def summary_payload() -> dict:
-    """`GET /api/metrics/summary`'s `data`."""
-    from . import caching
-
-    all_totals = totals()
-    rates = window(all_totals)
-    _maybe_snapshot(all_totals)
-    sysinfo = system()
-    cache = caching.summary(all_totals)
-    return {
-        "performance": {
-            "requestsPerMinute": rates["requestsPerMinute"],
-            "averageResponseTimeMs": rates["averageResponseTimeMs"],
-            "errorRatePercent": round(rates["errorRate"] * 100, 2),
-        },
-        "jobs": {"processingRatePerMinute": rates["jobsPerMinute"]},
-        "system": {
-            "memoryUsageMB": _mb(sysinfo["rss"]),
-            "cpuUsagePercent": sysinfo["cpu_percent"],
-            "uptimeSeconds": uptime_seconds(),
-        },
-        "cache": {
-            "hitRatePercent": round(cache["overallHitRatio"] * 100, 2),
-            "totalSize": cache["totalEntries"],
-        },
-    }
-
-
-# --- Prometheus ---------------------------------------------------------------------------
-
-
-def _histogram(all_totals, prefix: str, bounds: tuple[float, ...]) -> tuple[list, float]:
-    running = 0.0
-    buckets = []
-    for bound in bounds:
-        running += all_totals.get(f"{prefix}:le:{bound}", 0)
-        buckets.append((str(bound), running))
-    running += all_totals.get(f"{prefix}:le:inf", 0)
-    buckets.append(("+Inf", running))
-    return buckets, running
-
-
-def _breaker_state() -> str | None:
-    try:
-        from instances.novita.client import get_client
-
-        attach_upstream_hook()
-        return get_client().breaker_state
-    except Exception:  # noqa: BLE001
-        logger.debug("breaker state unavailable", exc_info=True)
-        return None
-
-
-def _instances_by_status() -> dict[str, int] | None:
-    try:
-        from django.db.models import Count
-
-        from instances.models import Instance
-        from instances.status import Status
-
-        counts = {status.value: 0 for status in Status}
-        for row in Instance.objects.values("status").annotate(n=Count("pk")).order_by():
-            counts[row["status"]] = row["n"]
-        return counts
-    except Exception:  # noqa: BLE001 - a scrape must not fail because the DB is down
-        logger.warning("instances by status unavailable for /metrics", exc_info=True)
-        return None
-
-
-class GatewayCollector:
-    """Builds every family at scrape time from the shared counters, so any process can answer."""
-
-    def collect(self):
-        from . import caching
-
-        all_totals = totals()
-
-        requests = CounterMetricFamily(
-            "ngw_http_requests", "HTTP responses by status class", labels=["status_class"]
-        )
-        for klass, count in by_status(all_totals).items():
-            requests.add_metric([klass], count)
-        yield requests
-
-        buckets, _count = _histogram(all_totals, "requests", REQUEST_BUCKETS)
-        latency = HistogramMetricFamily(
-            "ngw_http_request_duration_seconds", "HTTP request latency, seconds"
-        )
-        latency.add_metric([], buckets, all_totals.get("requests:duration_ms_total", 0) / 1000.0)
-        yield latency
-
-        yield from self._upstream(all_totals)
-
-        breaker = GaugeMetricFamily(
-            "ngw_circuit_breaker_state",
-            "Upstream circuit breaker: 1 for the current state",
-            labels=["state"],
-        )
-        state = _breaker_state()
-        if state is not None:
-            for name in ("closed", "open", "half-open"):
-                breaker.add_metric([name], 1.0 if state == name else 0.0)
-        yield breaker
-
-        instances = _instances_by_status()
-        if instances is not None:
-            family = GaugeMetricFamily(
-                "ngw_instances", "Instances by gateway status", labels=["status"]
-            )
-            for status, count in instances.items():
-                family.add_metric([status], count)
-            yield family
-
-        jobs = CounterMetricFamily("ngw_jobs", "Celery tasks finished, by type", labels=["type"])
-        for job_type, count in jobs_by_type(all_totals).items():
-            jobs.add_metric([job_type], count)
-        yield jobs
-        yield CounterMetricFamily(
-            "ngw_jobs_failed", "Celery tasks that failed", value=all_totals.get("jobs:failed", 0)
-        )
-        yield CounterMetricFamily(
-            "ngw_autostop_stopped",
-            "Instances stopped by auto-stop",
-            value=all_totals.get("autostop:stopped", 0),
-        )
-        webhooks = CounterMetricFamily(
-            "ngw_webhook_deliveries", "Webhook deliveries by outcome", labels=["outcome"]
-        )
-        for outcome in ("delivered", "failed"):
-            webhooks.add_metric([outcome], all_totals.get(f"webhooks:{outcome}", 0))
-        yield webhooks
-        yield CounterMetricFamily(
-            "ngw_rate_limited",
-            "Requests refused with 429 by the rate limiter",
-            value=all_totals.get("ratelimit:rejected", 0),
-        )
-
-        cache_requests = CounterMetricFamily(
-            "ngw_cache_requests", "Named cache reads", labels=["cache", "result"]
-        )
-        cache_entries = GaugeMetricFamily(
-            "ngw_cache_entries", "Entries in each named cache", labels=["cache"]
-        )
-        for name, stats in caching.stats(all_totals).items():
-            cache_requests.add_metric([name, "hit"], stats["hits"])
-            cache_requests.add_metric([name, "miss"], stats["misses"])
-            cache_entries.add_metric([name], stats["size"])
-        yield cache_requests
-        yield cache_entries
-
-        sysinfo = system()
-        yield GaugeMetricFamily(
-            "ngw_process_resident_memory_bytes",
-            "Resident memory of the process that answered this scrape",
-            value=sysinfo["rss"],
-        )
-        yield GaugeMetricFamily(
-            "ngw_system_memory_used_bytes", "Machine memory in use", value=sysinfo["system_used"]
-        )
-        yield GaugeMetricFamily(
-            "ngw_system_cpu_percent", "Machine CPU busy percent", value=sysinfo["cpu_percent"]
-        )
-
-    @staticmethod
-    def _upstream(all_totals):
-        ops = sorted(
-            {
-                key.split(":")[1]
-                for key in all_totals
-                if key.startswith("upstream:") and key.endswith(":count")
-            }
-        )
-        calls = CounterMetricFamily(
-            "ngw_upstream_calls",
-            "Novita API calls (HTTP attempts) by operation and outcome",
-            labels=["operation", "outcome"],
-        )
-        errors = CounterMetricFamily(
-            "ngw_upstream_errors",
-            "Novita API calls that did not succeed, by operation",
-            labels=["operation"],
-        )
-        latency = HistogramMetricFamily(
-            "ngw_upstream_call_duration_seconds",
-            "Novita API call latency, seconds",
-            labels=["operation"],
-        )
-        for op in ops:
-            prefix = f"upstream:{op}:outcome:"
-            failed = 0.0
-            for key, value in sorted(all_totals.items()):
-                if key.startswith(prefix):
-                    outcome = key[len(prefix) :]
-                    calls.add_metric([op, outcome], value)
-                    if outcome != "ok":
-                        failed += value
-            errors.add_metric([op], failed)
-            buckets, _count = _histogram(all_totals, f"upstream:{op}", UPSTREAM_BUCKETS)
-            latency.add_metric([op], buckets, all_totals.get(f"upstream:{op}:sum", 0))
-        yield calls
-        yield errors
-        yield latency
-
-
-REGISTRY = CollectorRegistry()
-REGISTRY.register(GatewayCollector())

@@ -1,6 +1,6 @@
 """Response shapes of the operational endpoints, for the schema.
 
-The bodies are built by health.py, caching.py and metrics/payloads.py from live figures; these
+The bodies are built by health.py, caching.py and metrics_payloads.py from live figures; these
 serializers say what those bodies hold, and the suite checks every body it gets against them
 (tests/openapi_conformance.py), fields the schema does not list included.
 """

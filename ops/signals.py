@@ -25,8 +25,6 @@ def _name(sender, task=None) -> str:
 @task_prerun.connect(dispatch_uid="ops.metrics.task_prerun")
 def _task_started(sender=None, task=None, **kwargs):
     metrics.record_job_started(_name(sender, task))
-    # Worker processes serve no requests: hook their upstream client here.
-    metrics.attach_upstream_hook(build=False)
 
 
 @task_postrun.connect(dispatch_uid="ops.metrics.task_postrun")

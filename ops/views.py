@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from novita_gateway.errors import ApiError, documented_error
 from novita_gateway.validation import unknown_fields
 
-from . import caching, metrics
+from . import caching, metrics_payloads, prometheus
 from . import health as health_checks
 from . import serializers as out
 from .timeutil import iso_now
@@ -77,7 +77,7 @@ class PrometheusMetricsView(OpsView):
         responses={(200, CONTENT_TYPE_LATEST.split(";")[0]): OpenApiTypes.STR},
     )
     def get(self, request):
-        return HttpResponse(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
+        return HttpResponse(generate_latest(prometheus.REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
 
 class CacheStatsView(APIView):
@@ -133,12 +133,12 @@ class CacheClearView(APIView):
 class MetricsView(APIView):
     @extend_schema(summary="Application metrics", responses={200: out.MetricsOut})
     def get(self, request):
-        data = metrics.metrics_payload()
+        data = metrics_payloads.metrics_payload()
         return Response({"status": "success", "timestamp": iso_now(), "data": data})
 
 
 class MetricsSummaryView(APIView):
     @extend_schema(summary="Summarized metrics", responses={200: out.MetricsSummaryOut})
     def get(self, request):
-        data = metrics.summary_payload()
+        data = metrics_payloads.summary_payload()
         return Response({"status": "success", "timestamp": iso_now(), "data": data})

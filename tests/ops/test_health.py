@@ -10,6 +10,7 @@ import responses
 from django.conf import settings
 from django.db import OperationalError
 
+from instances import facts
 from ops import caching, counters, health
 from tests.ops.test_metrics import private_state  # noqa: F401 - fixture
 
@@ -185,7 +186,7 @@ def test_health_says_misconfigured_not_down_for_a_wrong_base_url_or_key(
 
 
 def test_health_reports_novita_down_when_it_does_not_answer(client, beats_alive):
-    with mock.patch.object(health, "_probe_client") as probe:
+    with mock.patch.object(facts, "_probe_client") as probe:
         from instances.novita.errors import NovitaTimeoutError
 
         probe.return_value.list_clusters.side_effect = NovitaTimeoutError("slow", operation="x")
@@ -202,7 +203,7 @@ def test_health_asks_novita_at_most_once_per_cache_period(client, upstream, beat
 
 def test_health_probe_uses_a_short_timeout_and_no_retries(settings):
     settings.HEALTH_UPSTREAM_TIMEOUT_SECONDS = 1.5
-    client = health._probe_client()
+    client = facts._probe_client()
     assert client.timeout[1] == 1.5
     assert client.timeout[0] <= 1.5
     assert client.read_retries == 0

@@ -205,10 +205,10 @@ def test_rates_count_the_last_minutes_from_snapshots():
 def test_a_snapshot_is_taken_at_most_once_a_minute():
     metrics.record_request(None, 200, 1.0)
     # As the flusher thread does: snapshot, then write what this process buffered.
-    metrics._maybe_snapshot()
+    metrics.maybe_snapshot()
     metrics.flush()
     metrics._local["snapshot_checked"] = -1e9
-    metrics._maybe_snapshot()
+    metrics.maybe_snapshot()
     snapshots = json.loads(counters.get_value("metrics:snapshots"))
     assert len(snapshots) == 1
     assert snapshots[0]["requests"] == 0
@@ -244,8 +244,6 @@ def test_jobs_are_counted_by_type_through_celery_signals(api):
 
 def test_upstream_calls_are_observed_by_operation_and_outcome(client):
     upstream = get_client()
-    metrics.attach_upstream_hook()
-    assert upstream.on_call is metrics.observe_upstream
     with responses.RequestsMock() as rsps:
         rsps.get(f"{settings.NOVITA_API_BASE_URL}/v1/clusters", json={"data": []})
         rsps.get(f"{settings.NOVITA_API_BASE_URL}/v1/products", status=500, json={})
@@ -263,15 +261,8 @@ def test_upstream_calls_are_observed_by_operation_and_outcome(client):
     assert _sample(latency, operation="list_clusters", le="+Inf") == 1
 
 
-def test_the_request_path_hooks_an_existing_client_without_building_one(client):
-    from instances.novita import client as client_module
-
-    client_module.reset_client()
-    client.get("/api/cache/stats")
-    assert client_module._client is None
-    built = get_client()
-    client.get("/api/cache/stats")
-    assert built.on_call is metrics.observe_upstream
+def test_the_shared_client_reports_every_call_to_metrics():
+    assert get_client().on_call is metrics.observe_upstream
 
 
 def test_prometheus_endpoint_parses_and_covers_the_gateway(client):

@@ -150,6 +150,16 @@ def test_stop_then_start_by_name_then_delete(stack):
         message="terminated webhook",
     )
 
+    # Deleting again is idempotent, and the name is free for a new instance.
+    again = stack.api("DELETE", f"/api/instances/{instance_id}")
+    assert (again.status_code, again.json()["status"]) == (200, "terminated")
+    reborn = create(stack, "e2e-cycle")
+    assert reborn != instance_id
+    events = stack.api("GET", f"/api/instances/{instance_id}/events").json()["events"]
+    last_change = next(e for e in events if e.get("fromStatus") != e.get("toStatus"))
+    assert last_change["toStatus"] == "terminated"
+    assert stack.instance(instance_id)["statusReason"] == last_change["reason"]
+
 
 def test_upstream_create_failure_ends_failed_with_webhook(stack):
     stack.sandbox(

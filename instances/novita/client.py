@@ -621,10 +621,11 @@ class NovitaClient:
             unique += len(fresh)
             repeated = repeated + 1 if raw and not fresh else 0
             more_by_total = total is not None and unique < total
-            if total is not None and unique >= total:
+            if not raw and page_num == 0:
+                # An empty page 0 (whatever its total says) may just mean "pages start at 1".
+                done = False
+            elif not raw or (total is not None and unique >= total):
                 done = True
-            elif not raw:
-                done = page_num > 0  # an empty page 0 may just mean "pages start at 1"
             else:
                 done = len(raw) < page_size and not more_by_total
             stuck = repeated >= 2  # 0-as-1 repeats one page; more means pageNum is ignored

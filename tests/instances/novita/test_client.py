@@ -129,7 +129,8 @@ def test_every_operation_passes_a_connect_read_timeout_tuple(mocked):
     client.delete_instance("i")
     client.migrate_instance("i")
 
-    assert len(mocked.calls) == 13
+    # 10 calls, the three empty listings checking page 1 after an empty page 0.
+    assert len(mocked.calls) == 16
     assert {call.request.req_kwargs["timeout"] for call in mocked.calls} == {(2.0, 9.0)}
 
 
@@ -620,10 +621,11 @@ def test_jobs_go_to_internal_api_only_when_base_and_key_are_both_set(mocked):
     make_client(internal_base_url=internal).list_jobs()
     make_client(internal_api_key="internal-key-xyz").list_jobs()
 
+    # Each empty listing reads pages 0 and 1 (an empty page 0 may mean pages start at 1).
     urls = [c.request.url.split("?")[0] for c in mocked.calls]
-    assert urls == [internal + "/api/v1/jobs", V1 + "/jobs", V1 + "/jobs"]
+    assert urls == [internal + "/api/v1/jobs"] * 2 + [V1 + "/jobs"] * 4
     assert mocked.calls[0].request.headers["Authorization"] == "Bearer internal-key-xyz"
-    assert mocked.calls[1].request.headers["Authorization"] == f"Bearer {KEY}"
+    assert mocked.calls[2].request.headers["Authorization"] == f"Bearer {KEY}"
 
 
 # --- error mapping --------------------------------------------------------------------------

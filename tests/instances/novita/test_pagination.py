@@ -125,6 +125,25 @@ def test_an_empty_page_0_is_not_taken_for_an_empty_listing(mocked):
     assert page_numbers(mocked) == [0, 1, 2]
 
 
+def test_an_empty_page_0_claiming_total_0_is_checked_against_page_1(mocked):
+    items = instances(3)
+
+    def callback(request):
+        num = int(parse_qs(urlsplit(request.url).query)["pageNum"][0])
+        if num == 0:
+            return 200, {}, json.dumps({"instances": [], "total": 0})
+        return paged(items, "one")(request)
+
+    mocked.add_callback("GET", V1 + "/gpu/instances", callback=callback)
+    assert len(client().list_instances(page_size=2)) == 3
+
+
+def test_an_empty_account_costs_two_requests(mocked):
+    mocked.get(V1 + "/gpu/instances", json={"instances": [], "total": 0})
+    pages = list(client().iter_instance_pages(page_size=2))
+    assert (len(pages), pages[-1].complete) == (2, True)
+
+
 def test_a_refused_page_0_falls_back_to_page_1(mocked):
     items = instances(3)
 

@@ -69,3 +69,20 @@ def test_a_trickling_port_is_down_for_the_probe_after_its_timeout(trickler):
     (result,) = health_probe.probe([mapping], config, None)
     assert time.monotonic() - started < 2.5
     assert (result.up, result.detail) == (False, "timeout")
+
+
+def test_a_delivery_cut_by_its_soft_time_limit_is_still_recorded(make_instance, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from ops import netsafety
+
+    def stuck(*args, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(netsafety, "post_json", stuck)
+    instance = make_instance(webhook_url="https://hooks.example.com/h")
+    delivery = webhooks.enqueue_status_change(instance, reason="test")
+    assert webhooks.deliver(delivery.pk) == WebhookDelivery.State.PENDING
+    delivery.refresh_from_db()
+    (attempt,) = delivery.attempt_log
+    assert attempt["error"].startswith("SoftTimeLimitExceeded")

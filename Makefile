@@ -31,6 +31,7 @@ run: $(STAMP) $(SECRET_FILE)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	DJANGO_SECRET_KEY=lint-only-key $(BIN)/python manage.py check
 	DJANGO_SECRET_KEY=lint-only-key $(BIN)/python manage.py makemigrations --check --dry-run
 	DJANGO_SECRET_KEY=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') \

@@ -10,10 +10,16 @@ class InstancesConfig(AppConfig):
         checks.register(check_region_table, checks.Tags.compatibility)
         # Services enqueue tasks by name (services/queue.py); every process that enqueues, the
         # web ones included, must have them registered, not only the workers that autodiscover.
+        from novita_gateway import errors
+
         from . import facts, tasks  # noqa: F401
+        from .api.errors import upstream_error
+        from .novita.errors import NovitaError
 
         # /health and /metrics (ops, a layer below) learn about instances through these.
         facts.register()
+        # Upstream failures reach clients in the envelope with the contract's codes.
+        errors.translate(NovitaError, upstream_error)
 
 
 def check_region_table(app_configs=None, **kwargs):

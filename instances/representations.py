@@ -18,7 +18,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ops.timeutil import iso
+from novita_gateway.timeutil import iso
 
 
 class WireDateTimeField(serializers.DateTimeField):

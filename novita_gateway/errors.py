@@ -7,6 +7,7 @@ leaves through `error_response`, so the shape and the request id are the same ev
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django import db
 from django.http import Http404, JsonResponse
@@ -15,9 +16,8 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from instances.novita import errors as upstream
-from ops.context import current_request_id
-from ops.timeutil import iso_now
+from .context import current_request_id
+from .timeutil import iso_now
 
 logger = logging.getLogger("novita_gateway.errors")
 
@@ -144,21 +144,14 @@ def _safe_value(value):
     return None
 
 
-def upstream_error_response(exc: upstream.NovitaError):
-    if isinstance(exc, upstream.NovitaCircuitOpenError):
-        return 503, "CIRCUIT_BREAKER_OPEN", "Novita API is temporarily unavailable", {}
-    if isinstance(exc, upstream.NovitaTimeoutError):
-        return 408, "REQUEST_TIMEOUT", "Novita API did not answer in time", {}
-    if isinstance(exc, upstream.NovitaRateLimitedError):
-        headers = {"Retry-After": str(int(exc.retry_after or 1))}
-        return 502, "NOVITA_API_ERROR", "Novita API is rate limiting requests", headers
-    if isinstance(exc, upstream.ResolutionError):
-        return 400, "VALIDATION_ERROR", exc.message, {}
-    if isinstance(exc, upstream.NovitaMisconfiguredError):
-        # Not the client's fault and not an outage: the operator has a setting to fix.
-        message = "Novita API refused the gateway's configuration (base URL or API key)"
-        return 502, "NOVITA_API_ERROR", message, {}
-    return 502, "NOVITA_API_ERROR", "Novita API error", {}
+# How an app's own exceptions reach clients, registered by that app (AppConfig.ready) so that
+# this module, the bottom layer, imports none: (exception class, fn(exc) -> (status, code,
+# message, details, headers)).
+_translators: list[tuple[type[BaseException], Callable]] = []
+
+
+def translate(exc_type: type[BaseException], translator: Callable) -> None:
+    _translators.append((exc_type, translator))
 
 
 def exception_handler(exc, context):
@@ -196,10 +189,9 @@ def exception_handler(exc, context):
         return _drf(405, "METHOD_NOT_ALLOWED", str(exc.detail), None)
     if isinstance(exc, drf_exceptions.NotAcceptable):
         return _drf(406, "NOT_ACCEPTABLE", str(exc.detail), None)
-    if isinstance(exc, upstream.NovitaError):
-        status, code, message, headers = upstream_error_response(exc)
-        logger.warning("upstream error: %s", exc.details())
-        return _drf(status, code, message, exc.details(), headers)
+    for exc_type, translator in _translators:
+        if isinstance(exc, exc_type):
+            return _drf(*translator(exc))
     if isinstance(exc, drf_exceptions.APIException):
         return _drf(exc.status_code, "REQUEST_ERROR", str(exc.detail), None)
     if isinstance(exc, (db.OperationalError, db.InterfaceError)):

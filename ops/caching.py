@@ -38,6 +38,8 @@ from django_redis.client.default import glob_escape
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 
+from novita_gateway.timeutil import iso_now
+
 from . import metrics
 
 logger = logging.getLogger(__name__)
@@ -329,8 +331,6 @@ def summary(all_totals: dict[str, float] | None = None, per_cache: dict | None =
 
 def stats_payload() -> dict:
     """`GET /api/cache/stats`."""
-    from .timeutil import iso_now
-
     per_cache = stats()
     instances = per_cache.get("instances", {"size": 0, "hitRatio": 0.0})
     return {

@@ -32,8 +32,9 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.db import connections
 
+from novita_gateway.timeutil import iso, iso_now
+
 from . import caching, counters, metrics, metrics_payloads, registry
-from .timeutil import iso, iso_now
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import json
 import logging
 import re
 
-from .context import current_correlation_id, current_request_id
+from novita_gateway.context import current_correlation_id, current_request_id
 
 # Anything shaped like a credential is masked even if a careless caller logs it.
 _SECRET_PATTERNS = [

@@ -12,11 +12,11 @@ from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404
 
+from novita_gateway.context import correlation_id_var, request_id_var
 from novita_gateway.errors import error_response
 from novita_gateway.parsers import CONTROL_CHARACTERS
 
 from . import metrics
-from .context import correlation_id_var, request_id_var
 
 logger = logging.getLogger("novita_gateway.access")
 

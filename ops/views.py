@@ -12,12 +12,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from novita_gateway.errors import ApiError, documented_error
+from novita_gateway.timeutil import iso_now
 from novita_gateway.validation import unknown_fields
 
 from . import caching, metrics_payloads, prometheus
 from . import health as health_checks
 from . import serializers as out
-from .timeutil import iso_now
 
 
 class FirstRenderer(BaseContentNegotiation):

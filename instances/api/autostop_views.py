@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from novita_gateway.errors import FeatureDisabled, documented_error
-from ops.timeutil import iso_now
+from novita_gateway.timeutil import iso_now
 
 from ..representations import LastUsedOut
 from ..services import autostop

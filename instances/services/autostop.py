@@ -31,8 +31,8 @@ from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.utils import timezone
 
 from novita_gateway.errors import InstanceNotFound
+from novita_gateway.timeutil import iso
 from ops import counters
-from ops.timeutil import iso
 
 from ..models import (
     Instance,

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from ops.timeutil import iso
+from novita_gateway.timeutil import iso
 
 from ..models import Instance, SweepRun
 from ..novita import errors as upstream

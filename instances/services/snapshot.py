@@ -24,9 +24,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from novita_gateway.timeutil import iso
 from ops import counters
 from ops.caching import named_cache
-from ops.timeutil import iso
 
 from ..novita.client import get_client
 from ..novita.schemas import (
@@ -193,7 +193,7 @@ def _novita_only_status(upstream_status: str | None, reclaimed: bool, has_error:
 
 
 def _created_iso(value: Any) -> str | None:
-    """ops.timeutil.iso's format for an upstream timestamp. This runs once per upstream instance
+    """timeutil.iso's format for an upstream timestamp. This runs once per upstream instance
     per pass, so whole Unix seconds as text ("1795813196", the usual shape) are formatted
     straight from gmtime, about twice as fast as through a datetime."""
     # At most 11 digits: as_datetime reads longer numbers as milliseconds.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from ops.timeutil import iso
+from novita_gateway.timeutil import iso
 
 from .. import representations
 from ..models import Instance

@@ -15,8 +15,8 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from novita_gateway.context import current_request_id
 from ops import counters
-from ops.context import current_request_id
 
 from ..models import Instance, InstanceEvent
 from ..status import BOOTING, Desired, Status

@@ -35,8 +35,8 @@ from django.db.models import F
 from django.utils import timezone
 from standardwebhooks import Webhook
 
+from novita_gateway.timeutil import iso, iso_now
 from ops import counters, netsafety
-from ops.timeutil import iso, iso_now
 
 from ..models import Instance, WebhookDelivery, new_delivery_id
 from ..representations import WebhookInstanceOut

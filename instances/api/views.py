@@ -91,7 +91,8 @@ class InstanceListCreateView(APIView):
             "Checked against the catalogue before anything is created: an unknown region, a "
             "product not offered in the region, or a template that does not exist is a 400 "
             "`VALIDATION_ERROR` whose details name the field and list the valid `choices` (for "
-            "a product, the regions offering it). Only when the catalogue cannot be read "
+            "a product, the regions offering it; for a spot create, the regions offering it as "
+            "spot). Only when the catalogue cannot be read "
             "(upstream down) is the create accepted and resolved by the worker. Unknown body "
             "fields are a 400."
         ),
@@ -101,7 +102,11 @@ class InstanceListCreateView(APIView):
     def post(self, request):
         data = validated(s.CreateInstanceSerializer, request.data)
         problems = catalog.create_problems(
-            data["product_name"], data["template_id"], data["region"], data["gpu_num"]
+            data["product_name"],
+            data["template_id"],
+            data["region"],
+            data["gpu_num"],
+            billing_mode=data.get("billing_mode"),
         )
         if problems:
             raise ApiError("Validation failed", details=problems)

@@ -258,6 +258,26 @@ def _products_in(client: NovitaClient, cluster: Cluster, gpu_num: int, *, spot: 
     )
 
 
+def _offers_named(
+    products: list[Product], product_name: str, cluster: Cluster, *, spot: bool
+) -> list[Product]:
+    """The offers of `products` that a create of `product_name` in `cluster` may use."""
+    wanted = (product_name or "").strip().lower()
+    offers = [
+        p
+        for p in products
+        if (p.name or "").strip().lower() == wanted and p.id and _offered_in(p, cluster)
+    ]
+    if spot:
+        # An upstream that ignores the filter still says which products take spot.
+        offers = [
+            p
+            for p in offers
+            if p.spot_price is not None and (not p.billing_methods or SPOT in p.billing_methods)
+        ]
+    return offers
+
+
 def resolve_product(
     product_name: str,
     region: str,
@@ -275,19 +295,7 @@ def resolve_product(
     spot = billing_mode == SPOT
     products = _products_in(client, cluster, gpu_num, spot=spot)
 
-    wanted = (product_name or "").strip().lower()
-    offers = [
-        p
-        for p in products
-        if (p.name or "").strip().lower() == wanted and p.id and _offered_in(p, cluster)
-    ]
-    if spot:
-        # An upstream that ignores the filter still says which products take spot.
-        offers = [
-            p
-            for p in offers
-            if p.spot_price is not None and (not p.billing_methods or SPOT in p.billing_methods)
-        ]
+    offers = _offers_named(products, product_name, cluster, spot=spot)
     if not offers:
         kind = "as spot " if spot else ""
         raise ResolutionError(
@@ -475,13 +483,15 @@ def create_problems(
     region: str,
     gpu_num: int = 1,
     client: NovitaClient | None = None,
+    billing_mode: str | None = None,
 ) -> list[dict]:
     """What the catalogue says is wrong with a create, as the contract's validation details
     ({field, message, value}) plus `choices`: what would be valid instead.
 
     Empty when everything exists, and also when the catalogue cannot be read (upstream down,
     breaker open): the create is then accepted and resolved by the worker, as before. Capacity
-    is not judged here; it changes by the minute and the worker picks what is free.
+    is not judged here; it changes by the minute and the worker picks what is free. A spot
+    create also needs an offer that takes spot in the region (what the worker will look for).
     """
     client = client or get_client()
     try:
@@ -501,7 +511,10 @@ def create_problems(
                 available,
             )
         )
-    problems += _product_problems(product_name, region if cluster else None, gpu_num, client)
+    product = _product_problems(product_name, region if cluster else None, gpu_num, client)
+    if not product and cluster is not None and billing_mode == SPOT:
+        product = _spot_problems(product_name, region, gpu_num, clusters, client)
+    problems += product
     problems += _template_problems(template_id, client)
     return problems
 
@@ -541,6 +554,31 @@ def _product_problems(name: str, region: str | None, gpu_num: int, client) -> li
             )
         ]
     return []
+
+
+def _spot_problems(name: str, region: str, gpu_num: int, clusters, client) -> list[dict]:
+    def takes_spot(code: str) -> bool:
+        cluster = _find_cluster(code, clusters)
+        if cluster is None:
+            return False
+        products = _products_in(client, cluster, gpu_num, spot=True)
+        return bool(_offers_named(products, name, cluster, spot=True))
+
+    try:
+        if takes_spot(region):
+            return []
+        regions = [code for code in region_clusters() if code != region and takes_spot(code)]
+    except NovitaError:
+        return []
+    return [
+        _problem(
+            "productName",
+            name,
+            f"Product '{name}' is not offered as spot in {region}; as spot it is offered in "
+            f"{', '.join(regions) or 'no region'} (or create it with billingMode onDemand)",
+            regions,
+        )
+    ]
 
 
 def _template_problems(template_id: str, client) -> list[dict]:

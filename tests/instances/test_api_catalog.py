@@ -1,7 +1,10 @@
 """The catalogue a client creates from: GET /api/regions, /api/products and /api/templates,
 served from the named caches."""
 
+import json
+
 import pytest
+import responses
 
 from instances.models import Instance
 from tests.instances.upstream import TEMPLATE, V1
@@ -236,6 +239,40 @@ def test_a_region_mapping_to_no_cluster_is_400_listing_the_regions_that_do(api, 
 def test_an_unknown_region_code_is_400_listing_the_codes(api, with_template):
     detail = details_of(create(api, region="MARS-01"))["region"]
     assert "CN-HK-01, US-WEST-01, EU-WEST-01, AS-SGP-02" in detail["message"]
+
+
+def test_a_spot_create_where_the_product_takes_no_spot_is_400_naming_where_it_does(
+    api, with_template
+):
+    # US West's RTX 4090 offer is on-demand only (spotPrice "0", no "spot" billing method).
+    detail = details_of(create(api, region="US-WEST-01", billingMode="spot"))["productName"]
+    assert detail["value"] == "RTX 4090 24GB"
+    assert detail["choices"] == ["CN-HK-01"]
+    assert "not offered as spot in US-WEST-01" in detail["message"]
+    assert not Instance.objects.exists()
+    asked = {c.request.params.get("billingMethod") for c in with_template.calls("/products")}
+    assert "spot" in asked
+
+
+def test_a_spot_create_where_the_product_takes_spot_is_accepted(api, with_template):
+    response = create(api, region="CN-HK-01", billingMode="spot")
+    assert response.status_code == 201, response.content
+    assert Instance.objects.get().billing_mode == "spot"
+
+
+def test_an_on_demand_create_is_not_held_to_spot_offers(api, with_template):
+    assert create(api, region="US-WEST-01", billingMode="onDemand").status_code == 201
+
+
+def test_a_spot_create_is_accepted_when_spot_offers_cannot_be_read(api, with_template):
+    def products(request):
+        if request.params.get("billingMethod") == "spot":
+            return (503, {}, '{"message": "down"}')
+        return (200, {}, json.dumps({"data": PRODUCTS}))
+
+    with_template.mock.remove(responses.GET, f"{V1}/products")
+    with_template.mock.add_callback(responses.GET, f"{V1}/products", callback=products)
+    assert create(api, region="US-WEST-01", billingMode="spot").status_code == 201
 
 
 def test_every_wrong_field_is_reported_at_once(api, catalogue):

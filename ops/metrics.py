@@ -86,6 +86,14 @@ def _take_pending() -> dict[str, float]:
     return taken
 
 
+def forget_buffered() -> None:
+    """Drop what this process has buffered but not yet written, and let it take a rate snapshot
+    at once. With counters.reset_all this starts every figure from zero (tests): otherwise what
+    an earlier test buffered lands in the next one's counters at its first flush."""
+    _take_pending()
+    _local["snapshot_checked"] = -1e9
+
+
 def _flusher_loop() -> None:
     while True:
         time.sleep(FLUSH_INTERVAL_SECONDS)

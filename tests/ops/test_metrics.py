@@ -58,13 +58,10 @@ def private_state(settings, tmp_path_factory):
     counters.reset_all()
     for alias in settings.CACHES:
         caches[alias].clear()
-    # What earlier tests left in this process's metrics buffer is not this test's.
-    metrics._take_pending()
+    metrics.forget_buffered()
     reset_client()
     if settings.REDIS_URL:
         get_client().reset_breaker()
-    # Let this process take a rate snapshot at once.
-    metrics._local["snapshot_checked"] = -1e9
     yield
     if counters._state["sqlite"] is not None and counters._state["sqlite"] is not saved["sqlite"]:
         counters._state["sqlite"].close()

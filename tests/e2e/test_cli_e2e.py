@@ -65,7 +65,10 @@ def test_create_wait_follows_the_instance_to_ready_and_prints_its_endpoints(stac
     seen = [line.split(": ", 1)[1].split(" ")[0] for line in lines if line.startswith("cli-demo: ")]
     assert seen[0] == "creating" and seen[-1] == "ready", out
     # Statuses that lasted less than a poll still show: they come from the instance's events.
-    assert seen == ["creating", "health_checking", "ready"], out
+    assert seen[0] == "creating" and seen[-1] == "ready", out
+    assert "health_checking" in seen, out
+    lifecycle = ["creating", "created", "starting", "running", "health_checking", "ready"]
+    assert seen == [s for s in lifecycle if s in seen], out
     assert "cli-demo is ready after" in out
     detail = json.loads(ok(ngw(stack, "show", "cli-demo", "--json")))
     for mapping in detail["portMappings"]:

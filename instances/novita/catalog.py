@@ -3,8 +3,8 @@ call needs, with the upstream catalog cached.
 
 Caches hold plain dataclasses and are only an optimisation: a cache that is cleared, missing or
 down just means one more upstream call. Product availability is cached too (for
-CATALOG_CACHE_SECONDS), so a create may still meet INSUFFICIENT_RESOURCE upstream; call
-`clear_catalog_cache()` after that to force a fresh look.
+CATALOG_CACHE_SECONDS), so a create may still meet INSUFFICIENT_RESOURCE upstream; clearing the
+cache (`POST /api/cache/clear` with `cacheName` products) forces a fresh look.
 """
 
 from __future__ import annotations
@@ -89,22 +89,6 @@ def _cached(alias: str, key: str, fetch: Callable[[], T]) -> T:
     except Exception:
         logger.warning("catalog cache %s unavailable on write", alias, exc_info=True)
     return value
-
-
-def clear_catalog_cache() -> None:
-    """Drop cached clusters, products and templates (e.g. after a create hit no capacity)."""
-    from django.conf import settings
-
-    configured = getattr(settings, "CACHES", {}) or {}
-    for alias in ("clusters", "products", "templates"):
-        if alias in configured:
-            _cache(alias).clear()
-    # Without dedicated aliases the entries live in the default cache next to other data,
-    # so only our keys are removed there.
-    default = _cache("default")
-    delete_pattern = getattr(default, "delete_pattern", None)
-    if callable(delete_pattern):
-        delete_pattern(f"{_KEY_PREFIX}:*")
 
 
 # --- regions --------------------------------------------------------------------------------

@@ -162,15 +162,6 @@ def enqueue_status_change(instance: Instance, *, reason: str = ""):
     return enqueue(instance, event=Event.STATUS_CHANGED, reason=reason)
 
 
-def enqueue_auto_stop_warning(instance: Instance, *, deadline, reason: str):
-    return enqueue(
-        instance,
-        event=Event.AUTO_STOP_WARNING,
-        reason=reason,
-        extra={"autoStopAt": iso(deadline)},
-    )
-
-
 def enqueue_many(items, *, event: str) -> list[WebhookDelivery]:
     """`enqueue` for a batch of (instance, reason, extra): one INSERT, not one per instance.
 

@@ -70,7 +70,7 @@ def test_sequence_counts_each_instances_deliveries_separately(make_instance):
     two = make_instance(webhook_url="https://hooks.example.com/2")
     first = webhooks.enqueue_status_change(one)
     webhooks.enqueue_status_change(two)
-    warning = webhooks.enqueue_auto_stop_warning(one, deadline=timezone.now(), reason="idle")
+    warning = webhooks.enqueue(one, event="auto_stop_warning", reason="idle")
     batch = webhooks.enqueue_many([(one, "r", None), (two, "r", None)], event="status_change")
     sequences = [json.loads(d.body)["sequence"] for d in (first, warning, *batch)]
     assert sequences == [1, 2, 3, 2]

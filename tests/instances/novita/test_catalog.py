@@ -9,7 +9,6 @@ from responses import matchers
 from instances.apps import check_region_table
 from instances.novita.catalog import (
     available_regions,
-    clear_catalog_cache,
     offer_price,
     region_codes,
     resolve_cluster,
@@ -157,15 +156,6 @@ def test_second_resolve_is_served_from_cache(mocked, client):
     assert calls_after_first == 2
     assert len(mocked.calls) == 2
     assert second == first
-
-
-def test_clearing_the_catalog_cache_fetches_again(mocked, client):
-    mocked.get(V1 + "/clusters", json=CLUSTERS)
-    mock_products(mocked, "CN-HK-01", [product("p-1")])
-    resolve_product("RTX 4090 24GB", "CN-HK-01", client=client)
-    clear_catalog_cache()
-    resolve_product("RTX 4090 24GB", "CN-HK-01", client=client)
-    assert len(mocked.calls) == 4
 
 
 def test_upstream_errors_are_not_cached(mocked, client):

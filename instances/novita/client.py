@@ -808,9 +808,6 @@ class NovitaClient:
     def stop_instance(self, instance_id: str) -> None:
         self._instance_action("stop_instance", "/gpu/instance/stop", instance_id)
 
-    def restart_instance(self, instance_id: str) -> None:
-        self._instance_action("restart_instance", "/gpu/instance/restart", instance_id)
-
     def delete_instance(self, instance_id: str) -> None:
         self._instance_action("delete_instance", "/gpu/instance/delete", instance_id)
 

@@ -111,7 +111,7 @@ def test_every_operation_passes_a_connect_read_timeout_tuple(mocked):
     mocked.get(V1 + "/gpu/instances", json={"instances": [], "total": 0})
     mocked.get(V1 + "/jobs", json={"jobs": [], "total": 0})
     mocked.post(V1 + "/gpu/instance/create", json={"id": "i"})
-    for action in ("start", "stop", "restart", "delete", "migrate"):
+    for action in ("start", "stop", "delete", "migrate"):
         mocked.post(V1 + f"/gpu/instance/{action}", json={})
     client = make_client(connect_timeout=2, read_timeout=9)
 
@@ -125,12 +125,11 @@ def test_every_operation_passes_a_connect_read_timeout_tuple(mocked):
     client.create_instance(name="x", product_id="p", gpu_num=1, rootfs_size=20, image_url="img")
     client.start_instance("i")
     client.stop_instance("i")
-    client.restart_instance("i")
     client.delete_instance("i")
     client.migrate_instance("i")
 
-    # 10 calls, the three empty listings checking page 1 after an empty page 0.
-    assert len(mocked.calls) == 16
+    # 12 calls, the three empty listings checking page 1 after an empty page 0.
+    assert len(mocked.calls) == 15
     assert {call.request.req_kwargs["timeout"] for call in mocked.calls} == {(2.0, 9.0)}
 
 
@@ -380,7 +379,7 @@ def test_create_instance_without_id_in_answer_is_permanent(mocked):
         make_client().create_instance(name="x")
 
 
-@pytest.mark.parametrize("action", ["start", "stop", "restart", "delete"])
+@pytest.mark.parametrize("action", ["start", "stop", "delete"])
 def test_instance_actions_post_the_instance_id(mocked, action):
     # Upstream answers these with an empty body or {}.
     mocked.post(

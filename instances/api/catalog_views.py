@@ -16,12 +16,9 @@ from novita_gateway.errors import documented_error
 
 from ..novita import catalog
 from ..representations import ProductListOut, RegionListOut, TemplateListOut
+from .errors import UPSTREAM_RESPONSES
 from .views import validated
 
-UPSTREAM_ERRORS = {
-    502: documented_error("NOVITA_API_ERROR (catalogue not cached and upstream failed)"),
-    503: documented_error("CIRCUIT_BREAKER_OPEN"),
-}
 CACHED = " Served from the gateway's cache (CATALOG_CACHE_SECONDS); a warm cache calls no upstream."
 
 
@@ -46,7 +43,7 @@ class RegionListView(APIView):
         operation_id="catalog_regions",
         description="Region codes accepted by `region` on create, and the Novita cluster each "
         "maps to (NOVITA_REGION_CLUSTERS)." + CACHED,
-        responses={200: RegionListOut, **UPSTREAM_ERRORS},
+        responses={200: RegionListOut, **UPSTREAM_RESPONSES},
         examples=[
             OpenApiExample(
                 "Regions",
@@ -81,7 +78,7 @@ class ProductListView(APIView):
         responses={
             200: ProductListOut,
             400: documented_error("VALIDATION_ERROR"),
-            **UPSTREAM_ERRORS,
+            **UPSTREAM_RESPONSES,
         },
         examples=[
             OpenApiExample(
@@ -119,7 +116,7 @@ class TemplateListView(APIView):
         operation_id="catalog_templates",
         description="Templates an instance can be created from (`templateId`): image and the "
         "ports it exposes." + CACHED,
-        responses={200: TemplateListOut, **UPSTREAM_ERRORS},
+        responses={200: TemplateListOut, **UPSTREAM_RESPONSES},
         examples=[
             OpenApiExample(
                 "Templates",

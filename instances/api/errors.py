@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from novita_gateway.errors import documented_error
+
 from ..novita import errors as upstream
 
 logger = logging.getLogger("novita_gateway.errors")
@@ -28,6 +30,14 @@ def _status_code_message(exc: upstream.NovitaError):
         message = "Novita API refused the gateway's configuration (base URL or API key)"
         return 502, "NOVITA_API_ERROR", message, {}
     return 502, "NOVITA_API_ERROR", "Novita API error", {}
+
+
+# The schema's side of the mapping below, for every view that calls upstream while answering.
+UPSTREAM_RESPONSES = {
+    408: documented_error("REQUEST_TIMEOUT: Novita did not answer in time"),
+    502: documented_error("NOVITA_API_ERROR"),
+    503: documented_error("CIRCUIT_BREAKER_OPEN"),
+}
 
 
 def upstream_error(exc: upstream.NovitaError) -> tuple:

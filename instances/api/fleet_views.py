@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from ..services import snapshot, sync
 from . import fleet_serializers as fs
+from .errors import UPSTREAM_RESPONSES
 from .views import ERRORS, validated
 
 
@@ -26,8 +27,7 @@ class ComprehensiveInstanceListView(APIView):
         responses={
             200: fs.ComprehensiveListOut,
             400: ERRORS[400],
-            502: ERRORS[502],
-            503: ERRORS[503],
+            **UPSTREAM_RESPONSES,
         },
     )
     def get(self, request):

@@ -26,13 +26,13 @@ from ..representations import (
 from ..services import commands
 from ..status import Status
 from . import serializers as s
+from .errors import UPSTREAM_RESPONSES
 
 ERRORS = {
     400: documented_error("VALIDATION_ERROR"),
     404: documented_error("INSTANCE_NOT_FOUND"),
     409: documented_error("Name in use, or impossible in this state"),
-    502: documented_error("NOVITA_API_ERROR"),
-    503: documented_error("CIRCUIT_BREAKER_OPEN"),
+    **UPSTREAM_RESPONSES,
 }
 
 
@@ -69,8 +69,7 @@ class InstanceListCreateView(APIView):
         responses={
             200: s.InstanceListOut,
             400: ERRORS[400],
-            502: ERRORS[502],
-            503: ERRORS[503],
+            **UPSTREAM_RESPONSES,
         },
     )
     def get(self, request):
@@ -152,7 +151,7 @@ class InstanceDetailView(APIView):
             202: OperationOut,
             404: ERRORS[404],
             409: ERRORS[409],
-            502: ERRORS[502],
+            **UPSTREAM_RESPONSES,
         },
     )
     def delete(self, request, instance_id):

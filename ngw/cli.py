@@ -358,7 +358,7 @@ def wait_options(target: str, default_timeout: float):
 @click.option(
     "--url",
     envvar="NGW_URL",
-    default="http://localhost:3000",
+    default="http://127.0.0.1:3000",
     show_default=True,
     help="The gateway (env NGW_URL).",
 )

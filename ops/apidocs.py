@@ -22,8 +22,10 @@ Generated from the OpenAPI schema ([`openapi.yaml`](openapi.yaml)) by
 stale). The running gateway serves the same schema at `/api/schema/` and a Swagger UI at
 `/api/docs/` (`/` redirects there).
 
-- **Authentication**: once any client key exists (see the README's *Client API keys*), send it
-  as `Authorization: Bearer <key>` or `X-API-Key: <key>`. `/health` and the docs never need one.
+- **Authentication**: send a client key (see the README's *Client API keys*) as
+  `Authorization: Bearer <key>` or `X-API-Key: <key>`; a missing, wrong or revoked key is
+  `401 UNAUTHORIZED`. With no key configured the API refuses every call unless
+  `ALLOW_OPEN_API=true` (as `make run` sets on the sandbox). `/health` and the docs never need one.
 - **Errors**: every error, whatever the status, is the envelope
   `{"error": {"code", "message", "details", "timestamp", "requestId"}}`; `details` lists each
   invalid field for `VALIDATION_ERROR`. `X-Request-ID` is echoed (or generated).

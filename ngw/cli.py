@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -59,13 +60,14 @@ class Ngw(click.Group):
             report_api_error(exc)
             ctx.exit(exc.exit_code)
         except WaitProblem as exc:
-            err.print(f"[red]Error:[/red] {exc}")
+            err.print(f"[red]Error:[/red] {escape(str(exc))}")
             ctx.exit(exc.exit_code)
 
 
 def report_api_error(exc: ApiError) -> None:
     where = f" (HTTP {exc.status}{', ' + exc.code if exc.code else ''})" if exc.status else ""
-    err.print(f"[red]Error:[/red] {exc.message}{where}", markup=True)
+    # Text from the gateway is shown as is: never read as Rich markup.
+    err.print(f"[red]Error:[/red] {escape(exc.message + where)}")
     for line in detail_lines(exc.details):
         err.print(f"  {line}", markup=False)
     if exc.retry_after:
@@ -112,7 +114,7 @@ def print_json(data) -> None:
 def styled(status: str | None) -> str:
     status = status or "?"
     style = STATUS_STYLE.get(status, "yellow")
-    return f"[{style}]{status}[/{style}]"
+    return f"[{style}]{escape(status)}[/{style}]"
 
 
 def seconds(value: float) -> str:
@@ -203,10 +205,10 @@ def cell(key: str, value, relative: bool = False) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return ", ".join(list_item(v) for v in value)
+        return escape(", ".join(list_item(v) for v in value))
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
+        return escape(", ".join(f"{k}={v}" for k, v in value.items()))
+    return escape(str(value))
 
 
 def resolve(gw: Gateway, ref: str) -> dict:
@@ -276,14 +278,15 @@ def wait_for(
     deadline = started + timeout
     name = instance.get("name") or instance.get("id")
     status = instance.get("status")
-    out.print(f"{name}: {styled(status)}")
+    out.print(f"{escape(name)}: {styled(status)}")
     shown = [status]
     transitions = Transitions(gw, instance["id"], include_past=created)
 
     def show(new_status: str) -> None:
         if new_status != shown[-1]:
             shown.append(new_status)
-            out.print(f"{name}: {styled(new_status)} ({seconds(time.monotonic() - started)})")
+            elapsed = seconds(time.monotonic() - started)
+            out.print(f"{escape(name)}: {styled(new_status)} ({elapsed})")
 
     try:
         with out.status(f"{verb} {name}: {status}", spinner="dots") as live:
@@ -320,7 +323,7 @@ def wait_for(
             f"stopped following {name} ({status}); it carries on: `ngw show {name}`",
             ExitCode.INTERRUPTED,
         ) from None
-    out.print(f"{name} is {styled(status)} after {seconds(time.monotonic() - started)}")
+    out.print(f"{escape(name)} is {styled(status)} after {seconds(time.monotonic() - started)}")
     return instance
 
 
@@ -459,7 +462,8 @@ def create(ctx, name, product, template, region, gpus, auto_stop, no_auto_stop, 
         body["autoStopEnabled"] = False
     gw = gateway(ctx)
     created = gw.create(body)
-    out.print(f"created {name} ({created.get('instanceId')}): {styled(created.get('status'))}")
+    what = escape(f"created {name} ({created.get('instanceId')})")
+    out.print(f"{what}: {styled(created.get('status'))}")
     if wait:
         instance = gw.get(created["instanceId"])
         instance = wait_for(gw, instance, READY, wait_timeout, "creating", created=True)
@@ -528,9 +532,8 @@ def _action(ctx, ref: str, call, wanted: set, verb: str, wait: bool, wait_timeou
     gw = gateway(ctx)
     instance = resolve(gw, ref)
     answer = call(gw, instance["id"])
-    out.print(
-        f"{instance.get('name')}: {answer.get('message') or verb} ({styled(answer.get('status'))})"
-    )
+    message = escape(f"{instance.get('name')}: {answer.get('message') or verb}")
+    out.print(f"{message} ({styled(answer.get('status'))})")
     if wait:
         instance = wait_for(gw, gw.get(instance["id"]), wanted, wait_timeout, verb)
         if wanted == READY:
@@ -697,7 +700,7 @@ def health(ctx):
     answer = gateway(ctx).health()
     status = answer.get("status")
     style = {"healthy": "green", "degraded": "yellow"}.get(status, "red")
-    out.print(f"gateway: [{style}]{status}[/{style}]")
+    out.print(f"gateway: [{style}]{escape(str(status))}[/{style}]")
     dependencies = answer.get("dependencies") or {}
     rows = []
     for name, state in (answer.get("services") or {}).items():

@@ -293,3 +293,15 @@ def test_ssh_to_an_instance_that_is_not_ready_is_a_conflict(gateway):
     result = run("ssh", "demo")
     assert result.exit_code == ExitCode.CONFLICT
     assert "demo has no SSH endpoint (status stopped" in result.output
+
+
+def test_text_from_the_gateway_is_printed_literally_never_as_markup(gateway):
+    gateway.get(
+        f"{URL}/api/instances",
+        status=400,
+        json=envelope("VALIDATION_ERROR", "bad [red]value[/red] in [1]", ["field [x] is [b]wrong"]),
+    )
+    result = run("ls")
+    assert result.exit_code == ExitCode.INVALID
+    assert "bad [red]value[/red] in [1]" in result.output
+    assert "field [x] is [b]wrong" in result.output

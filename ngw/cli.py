@@ -468,6 +468,8 @@ def create(ctx, name, product, template, region, gpus, auto_stop, no_auto_stop, 
         instance = gw.get(created["instanceId"])
         instance = wait_for(gw, instance, READY, wait_timeout, "creating", created=True)
         print_endpoints(instance)
+    else:
+        out.print(f"follow it with `ngw show {escape(name)}` (or create with --wait)")
 
 
 @main.command(name="ls")

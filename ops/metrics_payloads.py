@@ -46,13 +46,17 @@ def system_block() -> dict:
     }
 
 
-def metrics_payload() -> dict:
-    """`GET /api/metrics`'s `data`."""
+def _figures() -> tuple[dict, dict, dict, dict]:
+    """(totals, rates, this process's system figures, cache summary), read once per body."""
     all_totals = totals()
     rates = window(all_totals)
     maybe_snapshot(all_totals)
-    sysinfo = system()
-    cache = caching.summary(all_totals)
+    return all_totals, rates, system(), caching.summary(all_totals)
+
+
+def metrics_payload() -> dict:
+    """`GET /api/metrics`'s `data`."""
+    all_totals, rates, sysinfo, cache = _figures()
     return {
         "requests": {
             "total": {
@@ -85,11 +89,7 @@ def metrics_payload() -> dict:
 
 def summary_payload() -> dict:
     """`GET /api/metrics/summary`'s `data`."""
-    all_totals = totals()
-    rates = window(all_totals)
-    maybe_snapshot(all_totals)
-    sysinfo = system()
-    cache = caching.summary(all_totals)
+    all_totals, rates, sysinfo, cache = _figures()
     return {
         "performance": {
             "requestsPerMinute": rates["requestsPerMinute"],

@@ -1,8 +1,8 @@
 """Client authentication by API key (`Authorization: Bearer` or `X-API-Key`).
 
 Keys come from GATEWAY_API_KEYS and from ApiKey rows issued in the admin. As soon as any key
-exists, every DRF view requires one (DRF defaults in settings), and plain Django views opt in
-with `api_key_required`. With no key anywhere the API fails closed (401 saying how to configure
+exists, every DRF view requires one (DRF defaults in settings; /metrics too, /health and the
+docs opt out). With no key anywhere the API fails closed (401 saying how to configure
 keys) unless DEBUG is on or ALLOW_OPEN_API=true says an open API is wanted; an open API says so
 in the log.
 """
@@ -12,7 +12,6 @@ import ipaddress
 import logging
 import threading
 import time
-from functools import wraps
 
 from django.conf import settings
 from django.core.cache import cache
@@ -22,7 +21,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 
-from novita_gateway.errors import ApiKeysNotConfigured, error_response
+from novita_gateway.errors import ApiKeysNotConfigured
 
 from .models import ApiKey, hash_key
 
@@ -189,34 +188,6 @@ class HasApiKeyWhenConfigured(BasePermission):
         if not open_api_allowed():
             raise ApiKeysNotConfigured()
         return True
-
-
-def api_key_required(view):
-    """The same rule for plain Django views (e.g. /metrics): a key once any is configured."""
-
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        configured = keys_configured()
-        if not configured and not open_api_allowed():
-            return error_response(
-                401,
-                "UNAUTHORIZED",
-                ApiKeysNotConfigured.default_detail,
-                headers={"WWW-Authenticate": WWW_AUTHENTICATE},
-            )
-        if configured:
-            result = client_of(request)
-            if result is None:
-                return error_response(
-                    401,
-                    "UNAUTHORIZED",
-                    "A valid API key is required",
-                    headers={"WWW-Authenticate": WWW_AUTHENTICATE},
-                )
-            request.api_client = result[0]
-        return view(request, *args, **kwargs)
-
-    return wrapped
 
 
 def _networks(entries) -> list:

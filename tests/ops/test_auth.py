@@ -79,8 +79,8 @@ def test_without_keys_a_production_api_fails_closed_saying_how_to_configure(
     assert client.get(PING, HTTP_X_API_KEY="anything").status_code == 401
 
 
-def test_without_keys_plain_protected_views_fail_closed(client, production_without_keys):
-    response = client.get("/t/plain-protected")
+def test_without_keys_prometheus_metrics_fail_closed(client, production_without_keys):
+    response = client.get("/metrics")
     assert response.status_code == 401
     assert "GATEWAY_API_KEYS" in response.json()["error"]["message"]
 
@@ -98,7 +98,7 @@ def test_every_api_route_fails_closed_without_keys(client, production_without_ke
 def test_allow_open_api_opts_in_to_serving_without_keys(client, production_without_keys, settings):
     settings.ALLOW_OPEN_API = True
     assert client.get(PING).status_code == 200
-    assert client.get("/t/plain-protected").status_code == 200
+    assert client.get("/metrics").status_code == 200
 
 
 def test_debug_serves_without_keys(client, production_without_keys, settings):
@@ -322,17 +322,18 @@ def test_api_docs_and_schema_stay_open(client, env_key):
     assert client.get("/api/docs/").status_code == 200
 
 
-def test_plain_views_can_require_a_key(client, env_key):
-    denied = client.get("/t/plain-protected")
+def test_prometheus_metrics_require_a_key_once_one_exists(client, env_key):
+    denied = client.get("/metrics")
     assert_unauthorized(denied)
     assert denied["WWW-Authenticate"] == 'Bearer realm="api"'
-    assert_unauthorized(client.get("/t/plain-protected", HTTP_X_API_KEY="wrong"))
-    ok = client.get("/t/plain-protected", HTTP_AUTHORIZATION=f"Bearer {env_key}")
-    assert ok.json() == {"ok": True, "client": "env:1"}
+    assert_unauthorized(client.get("/metrics", HTTP_X_API_KEY="wrong"))
+    ok = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {env_key}")
+    assert ok.status_code == 200
+    assert b"ngw_http_requests" in ok.content
 
 
-def test_plain_views_are_open_without_keys(client):
-    assert client.get("/t/plain-protected").status_code == 200
+def test_prometheus_metrics_are_open_without_keys(client):
+    assert client.get("/metrics").status_code == 200
 
 
 def test_presented_key_never_reaches_the_logs(client, env_key, caplog):

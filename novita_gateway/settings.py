@@ -238,6 +238,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["novita_gateway.parsers.StrictJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "novita_gateway.negotiation.SingleRendererNegotiation",
     "DEFAULT_AUTHENTICATION_CLASSES": ["ops.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["ops.auth.HasApiKeyWhenConfigured"],
     "EXCEPTION_HANDLER": "novita_gateway.errors.exception_handler",

@@ -203,6 +203,29 @@ def test_polls_count_toward_the_rate_limit_and_the_metrics(api, make_instance, s
     assert metrics.totals()["requests:total"] - before == 4
 
 
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json", "text/html, */*;q=0.8"])
+def test_a_poll_answers_json_to_clients_that_take_it(api, make_instance, accept):
+    instance = make_instance()
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    response = api.get(f"/api/instances/{instance.id}", **headers)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["id"] == instance.id
+
+
+@pytest.mark.parametrize(
+    ("query", "accept", "status"),
+    [("", "text/html", 406), ("?format=xml", "*/*", 404), ("?format=xml", "text/html", 404)],
+)
+def test_a_poll_in_a_format_we_do_not_serve_is_refused_in_the_envelope(
+    api, make_instance, query, accept, status
+):
+    instance = make_instance()
+    response = api.get(f"/api/instances/{instance.id}{query}", HTTP_ACCEPT=accept)
+    assert response.status_code == status
+    assert "error" in response.json()
+
+
 def test_get_unknown_instance_is_404_envelope(api):
     response = api.get("/api/instances/inst_invalid")
     assert response.status_code == 404

@@ -12,8 +12,9 @@ it with wrk (2 threads, 20 keep-alive connections, 10 s a run) against:
   - GET /api/instances (local records, 100 instances) and GET /health.
 
 Every target runs once per round, several rounds, and the medians are printed with p50/p99,
-errors (socket errors and non-2xx answers), the poll/static ratios and the upstream calls made
-per 1,000 polls. Uses DATABASE_URL / REDIS_URL from the environment when set (each run gets its
+errors (socket errors and non-2xx answers), the CPU time the serving processes spent per request,
+the poll/static ratios and the upstream calls made per 1,000 polls. On a machine busy with other
+work the req/s figures move a lot from run to run; CPU per request hardly does. Uses DATABASE_URL / REDIS_URL from the environment when set (each run gets its
 own database and Redis database number, see tests/e2e/stack.py), else SQLite and no Redis.
 wrk comes from Debian; it is installed with apt-get when missing. Loopback only.
 
@@ -37,6 +38,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -228,6 +231,19 @@ def profile_polls(
     return lines + profile_summary(out.read_text())
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a server process and all its workers."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for proc in [process, *process.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def start_server(args: list[str], env: dict, log: Path, port: int) -> subprocess.Popen:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -268,7 +284,7 @@ def describe(stack: Stack) -> str:
 
 
 def row(label: str, runs: list[dict]) -> tuple[str, dict]:
-    med = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
+    med = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "cpu_us")}
     med["errors"] = sum(r["errors"] for r in runs)
     med["requests"] = sum(r["requests"] for r in runs)
     return label, med
@@ -345,12 +361,14 @@ def main() -> int:
 
         gateway = stack.url
         poll_paths = [f"/api/instances/{i}" for i in ids]
+        web_pid = stack.procs["web0"].pid
+        same_pid, sync_pid = servers[0].pid, servers[1].pid
         plan = [
-            ("poll", gateway, poll_paths, auth),
-            ("static_same", f"http://127.0.0.1:{same_port}", poll_paths, {}),
-            ("static_sync", f"http://127.0.0.1:{sync_port}", poll_paths, {}),
-            ("list", gateway, ["/api/instances?source=local"], auth),
-            ("health", gateway, ["/health"], {}),
+            ("poll", gateway, poll_paths, auth, web_pid),
+            ("static_same", f"http://127.0.0.1:{same_port}", poll_paths, {}, same_pid),
+            ("static_sync", f"http://127.0.0.1:{sync_port}", poll_paths, {}, sync_pid),
+            ("list", gateway, ["/api/instances?source=local"], auth, web_pid),
+            ("health", gateway, ["/health"], {}, web_pid),
         ]
         results: dict[str, list[dict]] = {name: [] for name, *_ in plan}
         upstream_calls = 0
@@ -363,9 +381,11 @@ def main() -> int:
         print(f"  poll body: {len(body.content)} bytes; {READY} ready instances, {LISTED} listed")
         for round_no in range(1, args.rounds + 1):
             shown = []
-            for name, base, paths, headers in plan:
+            for name, base, paths, headers, pid in plan:
                 before = stack.upstream_calls()["total"] if name == "poll" else 0
+                cpu = server_cpu_seconds(pid)
                 result = wrk.run(base, paths, headers)
+                result["cpu_us"] = (server_cpu_seconds(pid) - cpu) / result["requests"] * 1e6
                 if name == "poll":
                     upstream_calls += stack.upstream_calls()["total"] - before
                 results[name].append(result)
@@ -381,12 +401,15 @@ def main() -> int:
         }
         medians = dict(row(name, runs) for name, runs in results.items())
         print()
-        print(f"  {'target':<40} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        print(
+            f"  {'target':<40} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+            f" {'server CPU/req':>15}"
+        )
         for name, label in labels.items():
             m = medians[name]
             print(
                 f"  {label:<40} {m['rps']:>8,.0f} {m['p50']:>8.2f} {m['p99']:>8.2f} "
-                f"{m['errors']:>7}"
+                f"{m['errors']:>7} {m['cpu_us']:>12,.0f} us"
             )
         poll = medians["poll"]
         same_ratio = poll["rps"] / medians["static_same"]["rps"]
@@ -394,6 +417,10 @@ def main() -> int:
         per_thousand = upstream_calls * 1000 / max(poll["requests"], 1)
         print()
         print(f"  poll / static floor, same gunicorn settings  {same_ratio:.3f}")
+        cpu_ratio = medians["static_same"]["cpu_us"] / poll["cpu_us"]
+        # CPU seconds the servers' processes used per request: unlike req/s, hardly moved by
+        # whatever else the machine is running.
+        print(f"  static / poll server CPU per request         {cpu_ratio:.3f}")
         print(f"  poll / static floor, 2 sync workers          {sync_ratio:.3f}  (target >= 0.25)")
         print(f"  poll p99                                     {poll['p99']:.2f} ms  (target < 50)")
         print(f"  poll errors                                  {poll['errors']}  (target 0)")

@@ -14,8 +14,10 @@ it with wrk (2 threads, 20 keep-alive connections, 10 s a run) against:
 Every target runs once per round, several rounds, and the medians are printed with p50/p99,
 errors (socket errors and non-2xx answers), the CPU time the serving processes spent per request,
 the poll/static ratios and the upstream calls made per 1,000 polls. On a machine busy with other
-work the req/s figures move a lot from run to run; CPU per request hardly does. Uses DATABASE_URL / REDIS_URL from the environment when set (each run gets its
-own database and Redis database number, see tests/e2e/stack.py), else SQLite and no Redis.
+work the req/s figures move a lot from run to run; CPU per request hardly does.
+
+Uses DATABASE_URL / REDIS_URL from the environment when set (each run gets its own database and
+Redis database number, see tests/e2e/stack.py), else SQLite and no Redis.
 wrk comes from Debian; it is installed with apt-get when missing. Loopback only.
 
     .venv/bin/python bench/polling_saturation.py [--rounds 3] [--seconds 10] [--connections 20]

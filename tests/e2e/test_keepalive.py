@@ -21,9 +21,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 GAPS = [2.0, 3.0] * 12
 
 
-def keep_alive_seconds(procfile) -> int:
+def web_args(procfile) -> list[str]:
     line = next(li for li in procfile.read_text().splitlines() if li.startswith("web:"))
-    args = shlex.split(re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", line))
+    return shlex.split(re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", line))
+
+
+def keep_alive_seconds(procfile) -> int:
+    args = web_args(procfile)
     return int(args[args.index("--keep-alive") + 1])
 
 
@@ -31,6 +35,13 @@ def keep_alive_seconds(procfile) -> int:
 def test_the_web_line_keeps_idle_connections_longer_than_load_balancers_do(name):
     # AWS ALB closes idle connections after 60 s, nginx after 75 s: the proxy must close first.
     assert keep_alive_seconds(ROOT / name) >= 75
+
+
+@pytest.mark.parametrize("name", ["Procfile", "Procfile.sandbox"])
+def test_each_request_is_logged_once_by_the_gateway_not_again_by_gunicorn(name):
+    assert not any(
+        arg.startswith(("--access-logfile", "--access-log")) for arg in web_args(ROOT / name)
+    )
 
 
 def test_polling_every_few_seconds_for_a_minute_over_one_session_never_loses_the_connection():

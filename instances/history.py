@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 
-from django.db import connection
-from django.db.models.expressions import Col
 from django.utils import timezone
 
+from . import lookups
 from .models import Instance, InstanceEvent
 from .status import BILLED
 
@@ -39,45 +37,10 @@ class Billing:
         }
 
 
-@cache
-def _status_changes_sql() -> str:
-    quote = connection.ops.quote_name
-    meta = InstanceEvent._meta
-    column = {f.name: quote(f.column) for f in meta.concrete_fields}
-    # Only the model's own names are formatted in; the id is a query parameter.
-    return (
-        f"SELECT {column['id']}, {column['created_at']}, {column['to_status']}, "  # noqa: S608
-        f"{column['reason']} FROM {quote(meta.db_table)} WHERE {column['instance']} = %s "
-        f"AND {column['from_status']} <> {column['to_status']} "
-        f"ORDER BY {column['created_at']}, {column['id']}"
-    )
-
-
 def status_changes(instance_id: str) -> list[tuple[datetime, str, str]]:
-    """(when, new status, reason) of each of the instance's status changes, oldest first.
-
-    Every poll reads this, and compiling the equivalent ORM query cost more than running it, so
-    its SQL is written once. Rows are read from the cursor with the backend's own datetime
-    converters: a raw() queryset, building a model per row, cost five times as much."""
-    convert = _created_at_converters()
-    with connection.cursor() as cursor:
-        cursor.execute(_status_changes_sql(), [instance_id])
-        rows = cursor.fetchall()
-    return [(convert(at), to_status, reason) for _pk, at, to_status, reason in rows]
-
-
-def _created_at_converters():
-    # Made per call: the converters belong to this thread's connection.
-    field = InstanceEvent._meta.get_field("created_at")
-    column = Col(InstanceEvent._meta.db_table, field)
-    converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
-
-    def convert(value):
-        for converter in converters:
-            value = converter(value, column, connection)
-        return value
-
-    return convert
+    """(when, new status, reason) of each of the instance's status changes, oldest first."""
+    # Every poll reads this: its SQL is written once (instances/lookups.py).
+    return lookups.status_changes(instance_id)
 
 
 def billed_seconds(changes: list[tuple[datetime, str]], now: datetime) -> float:

@@ -1,5 +1,5 @@
-"""Gateway statuses, the upstream -> gateway mapping, named status sets and the re-drive rule: one
-place."""
+"""Gateway statuses, the upstream -> gateway mapping, named status sets, the re-drive rule and
+the spot-migration rules (reclaimed? may it be migrated now?): one place."""
 
 from __future__ import annotations
 
@@ -47,6 +47,10 @@ AUTO_STOP_CANDIDATES = frozenset({Status.READY, Status.RUNNING, Status.HEALTH_CH
 # estimates count these.
 BILLED = frozenset({Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY})
 
+# A spot migration neither starts from these nor keeps following them: gone, or failed (the
+# reason is recorded there).
+NO_MIGRATION = frozenset({Status.TERMINATED, Status.FAILED})
+
 # What a client may ask for, by current status.
 STARTABLE = frozenset({Status.STOPPED, Status.EXITED, Status.CREATED, Status.FAILED})
 STOPPABLE = frozenset(
@@ -66,9 +70,24 @@ _STARTING_UPSTREAM = {
 }
 _STOPPING_UPSTREAM = {"tostop", "stopping", "freezing"}
 _REMOVING_UPSTREAM = {"toremove", "removing"}
+_REMOVED_UPSTREAM = "removed"
 # Where upstream settles: up, or stopped.
 _UP_UPSTREAM = {"running"}
 _DOWN_UPSTREAM = {"exited"}
+_MIGRATING_UPSTREAM = "migrating"
+# Between states (every known value but the settled ones and migrating): upstream refuses a
+# migrate then, and Novita's console hides the action.
+_BETWEEN_STATES_UPSTREAM = frozenset(
+    _CREATING_UPSTREAM
+    | _STARTING_UPSTREAM
+    | _STOPPING_UPSTREAM
+    | _REMOVING_UPSTREAM
+    | {_REMOVED_UPSTREAM}
+) - {_MIGRATING_UPSTREAM}
+# spotStatus (novita-upstream.md §4): a reclaim only announced, and one under way or over.
+_SPOT_NOTIFIED = "notified"
+_SPOT_RECLAIMING = "reclaiming"
+_SPOT_TERMINATED = "terminated"
 
 
 def _value(upstream_status: str | None) -> str:
@@ -90,6 +109,43 @@ def redrive(upstream_status: str | None, *, current: str, desired: str) -> str |
     if desired == Desired.RUNNING and current == Status.STARTING and value in _DOWN_UPSTREAM:
         return "start"
     return None
+
+
+def spot_reclaimed(
+    upstream_status: str | None, spot_status: str | None, reclaim_started: bool
+) -> bool:
+    """Upstream took the spot capacity back, or is doing so. `reclaim_started`: a non-zero
+    spotReclaimTime.
+
+    spotStatus `reclaiming`, or `terminated` unless the instance runs again (a spot status left
+    stale by a migration: migrating it again would loop). Undocumented but what a reclaim looks
+    like once it is over (novita-upstream.md §4): `exited` with a reclaim time.
+    """
+    spot = _value(spot_status)
+    if spot == _SPOT_RECLAIMING:
+        return True
+    status = _value(upstream_status)
+    if spot == _SPOT_TERMINATED:
+        return status not in _UP_UPSTREAM
+    return status in _DOWN_UPSTREAM and reclaim_started
+
+
+def upstream_migrating(upstream_status: str | None) -> bool:
+    """Upstream is migrating the instance already (its own spot recovery, or our call)."""
+    return _value(upstream_status) == _MIGRATING_UPSTREAM
+
+
+def migration_allowed(
+    upstream_status: str | None, spot_status: str | None, *, jobs_running: bool
+) -> bool:
+    """Whether upstream would take a migrate call now (or already migrates the instance): not
+    while the reclaim is only announced, while upstream runs a job on it, or while it is between
+    states (the cases Novita's console hides the action for)."""
+    if upstream_migrating(upstream_status):
+        return True
+    if _value(spot_status) == _SPOT_NOTIFIED or jobs_running:
+        return False
+    return _value(upstream_status) not in _BETWEEN_STATES_UPSTREAM
 
 
 def from_upstream(
@@ -123,7 +179,7 @@ def from_upstream(
         return Status.STOPPED if desired != Desired.RUNNING else Status.EXITED
     if value in _REMOVING_UPSTREAM:
         return Status.STOPPING
-    if value == "removed":
+    if value == _REMOVED_UPSTREAM:
         return Status.TERMINATED
     logger.warning("unknown upstream status %r; keeping %s", upstream_status, current)
     return current

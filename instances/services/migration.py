@@ -31,7 +31,15 @@ from ..models import Instance, SweepRun
 from ..novita import errors as upstream
 from ..novita.client import get_client
 from ..novita.schemas import Job, UpstreamInstance
-from ..status import TRANSITIONAL, Desired, Status
+from ..status import (
+    NO_MIGRATION,
+    TRANSITIONAL,
+    Desired,
+    Status,
+    migration_allowed,
+    spot_reclaimed,
+    upstream_migrating,
+)
 from . import health_probe
 from .snapshot import get_snapshot
 from .sweeps import Outcome
@@ -46,27 +54,6 @@ NAME_LOOKUP_LIMIT = 10
 # Upstream's job clock and ours differ; a job this much older than our migrate call still counts.
 JOB_CLOCK_SLACK = timedelta(minutes=2)
 FIRST_POLL_DELAY = 2.0
-# Upstream statuses in which a migrate call is pointless: the instance is between states.
-_BUSY_UPSTREAM = frozenset(
-    {
-        "tocreate",
-        "creating",
-        "pending",
-        "pulling",
-        "tostart",
-        "starting",
-        "tostop",
-        "stopping",
-        "torestart",
-        "restarting",
-        "toremove",
-        "removing",
-        "removed",
-        "toreset",
-        "resetting",
-        "freezing",
-    }
-)
 # A refused migrate is asked again after 30 s, 60 s, ... at most every 5 minutes.
 REFUSAL_BACKOFF = timedelta(seconds=30)
 REFUSAL_BACKOFF_CAP = timedelta(minutes=5)
@@ -76,41 +63,18 @@ def _timeout() -> timedelta:
     return timedelta(minutes=float(settings.MIGRATION_TIMEOUT_MINUTES))
 
 
-def reclaimed(remote: UpstreamInstance) -> bool:
-    """Upstream took the spot capacity back (or is doing so)."""
-    spot = (remote.spot_status or "").lower()
-    status = (remote.status or "").lower()
-    if spot == "reclaiming":
-        return True
-    if spot == "terminated":
-        # Running again yet still "terminated" can only be a stale spot status (e.g. after a
-        # migration); migrating it again would loop.
-        return status != "running"
-    # Not documented, but what a reclaim looks like once it is over (see novita-upstream.md §4).
-    return status == "exited" and bool(remote.spot_reclaim_time)
-
-
-def migration_allowed(remote: UpstreamInstance) -> bool:
-    """Whether upstream would take a migrate call for this instance now (or already migrates
-    it). Novita's console offers the action only outside these cases."""
-    status = (remote.status or "").lower()
-    if status == "migrating":
-        return True
-    if (remote.spot_status or "").lower() == "notified" or remote.running_jobs:
-        return False
-    return status not in _BUSY_UPSTREAM
-
-
 def should_migrate(instance: Instance, remote: UpstreamInstance) -> bool:
     return (
         settings.MIGRATION_ENABLED
         and instance.desired_status == Desired.RUNNING
         and instance.migration_started_at is None
         and (instance.migration_retry_at is None or instance.migration_retry_at <= timezone.now())
-        and instance.status not in (Status.TERMINATED, Status.FAILED)
+        and instance.status not in NO_MIGRATION
         and bool(instance.novita_instance_id)
-        and reclaimed(remote)
-        and migration_allowed(remote)
+        and spot_reclaimed(remote.status, remote.spot_status, bool(remote.spot_reclaim_time))
+        and migration_allowed(
+            remote.status, remote.spot_status, jobs_running=bool(remote.running_jobs)
+        )
     )
 
 
@@ -170,7 +134,7 @@ def start(instance: Instance, remote: UpstreamInstance) -> bool:
         return False
     spot = remote.spot_status or "reclaimed"
     fields: dict = {}
-    if (remote.status or "").lower() == "migrating":
+    if upstream_migrating(remote.status):
         reason = f"spot instance reclaimed upstream (spotStatus {spot}); upstream is migrating it"
     else:
         try:
@@ -269,9 +233,7 @@ def follow(instance: Instance, jobs: dict[str, list[Job]] | None, outcome: Outco
             )
             outcome.note(instance.id, "migration completed")
         return
-    if instance.status in (Status.FAILED, Status.TERMINATED) or (
-        instance.desired_status != Desired.RUNNING
-    ):
+    if instance.status in NO_MIGRATION or (instance.desired_status != Desired.RUNNING):
         # Someone stopped or deleted it, or it failed on another path (reason recorded there).
         update_fields(instance.id, expected_status=instance.status, migration_started_at=None)
         record_event(
@@ -345,7 +307,7 @@ def detect(outcome: Outcome) -> None:
             novita_instance_id__isnull=False,
         )
         .filter(Q(migration_retry_at__isnull=True) | Q(migration_retry_at__lte=timezone.now()))
-        .exclude(status__in=[Status.TERMINATED, Status.FAILED])
+        .exclude(status__in=NO_MIGRATION)
     )
     if not candidates:
         return

@@ -38,7 +38,7 @@ from ..novita.schemas import (
     port_layout,
     status_error_text,
 )
-from ..status import Desired, from_upstream
+from ..status import Desired, from_upstream, spot_reclaimed
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ _MISSES = "fleet:snapshot:misses"
 
 # Every row of a snapshot is consistent by construction; sync.py judges merged rows.
 CONSISTENT = "consistent"
-_RECLAIMED_SPOT = frozenset({"reclaiming", "terminated"})
 
 
 def _cache():
@@ -176,10 +175,15 @@ def cache_hit_ratio() -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def _novita_only_status(upstream_status: str | None, reclaimed: bool, has_error: bool) -> str:
+def _novita_only_status(
+    upstream_status: str | None, spot_status: str | None, reclaim_started: bool, has_error: bool
+) -> str:
     """A gateway status for an instance nobody asked us to manage."""
     # A handful of distinct inputs across a whole fleet: map (and warn about an unknown value)
     # once per process, not once per instance per listing.
+    # Nobody asked us to manage it, so nobody asked for a stop either: `exited` reads as
+    # upstream documents it (stopped), except after a spot reclaim, where it stopped on its own.
+    reclaimed = spot_reclaimed(upstream_status, spot_status, reclaim_started)
     return (
         from_upstream(
             upstream_status,
@@ -229,19 +233,16 @@ def novita_row(
             port_layouts[layout] = ports
     status = as_str(get("status"))
     has_error = status_error_text(get("statusError")) is not None
-    spot_status = as_str(get("spotStatus"))
-    # Nobody asked us to manage it, so nobody asked for a stop either: `exited` reads as
-    # upstream documents it (stopped), except after a spot reclaim, where it stopped on its own.
-    reclaimed = bool(as_int(get("spotReclaimTime"))) or (
-        spot_status is not None and spot_status.lower() in _RECLAIMED_SPOT
-    )
+    reclaim_started = bool(as_int(get("spotReclaimTime")))
     cluster_id = as_str(get("clusterId"))
     cpu_num = as_int(get("cpuNum"))
     memory = as_int(get("memory"))
     row = {
         "id": instance_id,
         "name": as_str(get("name")),
-        "status": _novita_only_status(status, reclaimed, has_error),
+        "status": _novita_only_status(
+            status, as_str(get("spotStatus")), reclaim_started, has_error
+        ),
         "source": "novita",
         "dataConsistency": CONSISTENT,
         "novitaInstanceId": instance_id,

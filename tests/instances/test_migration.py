@@ -12,6 +12,7 @@ from django.utils import timezone
 from instances.models import Instance, SweepRun
 from instances.novita.client import get_client
 from instances.services import migration, monitor
+from instances.services.snapshot import novita_row
 from instances.status import Desired, Status
 from ops import counters
 from tests.instances.test_sync import (  # noqa: F401 - the autouse fixture applies here too
@@ -112,23 +113,30 @@ def test_reclaimed_spot_instance_is_migrated_and_handed_to_the_monitor(make_inst
 
 
 @pytest.mark.parametrize(
-    "status, extra, expected",
+    "spot_status, reclaim_time, reclaimed",
     [
-        ("exited", {"spotStatus": "terminated"}, True),
-        ("running", {"spotStatus": "reclaiming"}, True),
-        ("exited", {"spotStatus": "", "spotReclaimTime": "1700000000"}, True),
-        ("running", {"spotStatus": "notified"}, False),
-        ("exited", {"spotStatus": "running"}, False),
-        ("exited", {"spotStatus": "", "spotReclaimTime": "0"}, False),
-        # Running again after a migration, with a spot status upstream has not reset.
-        ("running", {"spotStatus": "terminated"}, False),
+        ("terminated", "0", True),
+        ("reclaiming", "0", True),
+        ("", "1700000000", True),
+        ("running", "1700000000", True),
+        ("running", "0", False),
+        ("", "0", False),
     ],
 )
-def test_what_counts_as_reclaimed(status, extra, expected):
-    from instances.novita.schemas import UpstreamInstance
-
-    remote = UpstreamInstance.from_api({**remote_instance(status=status), **extra})
-    assert migration.reclaimed(remote) is expected
+def test_an_exited_spot_instance_is_reclaimed_alike_for_listings_and_migration(
+    make_instance, novita, spot_status, reclaim_time, reclaimed
+):
+    extra = {"spotStatus": spot_status, "spotReclaimTime": reclaim_time}
+    # An instance nobody asked us to manage is listed as exited (stopped on its own)...
+    item = list_items(remote_instance("nov-x", "theirs", status="exited"), **extra)[0]
+    row, _ = novita_row(item, "2026-11-30T00:00:00.000Z")
+    assert row["status"] == ("exited" if reclaimed else "stopped")
+    # ... exactly when one of ours would be migrated.
+    instance = spot(make_instance)
+    upstream_lists(novita, instance, status="exited", **extra)
+    novita.action_returns("migrate")
+    migration.sweep()
+    assert len(novita.calls("/gpu/instance/migrate")) == (1 if reclaimed else 0)
 
 
 @pytest.mark.parametrize(

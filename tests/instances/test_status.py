@@ -1,4 +1,5 @@
-"""The upstream -> gateway status mapping (DESIGN.md's table, row by row) and the re-drive rule."""
+"""The upstream -> gateway status mapping (DESIGN.md's table, row by row), the re-drive rule and
+the spot-migration rules."""
 
 import logging
 from datetime import UTC, datetime
@@ -6,7 +7,14 @@ from datetime import UTC, datetime
 import pytest
 
 from instances.models import Instance
-from instances.status import Desired, Status, from_upstream, redrive
+from instances.status import (
+    Desired,
+    Status,
+    from_upstream,
+    migration_allowed,
+    redrive,
+    spot_reclaimed,
+)
 
 CREATING_UPSTREAM = ["pending", "toCreate", "creating", "pulling"]
 STARTING_UPSTREAM = [
@@ -164,3 +172,67 @@ def test_instance_reads_a_status_error_as_failed():
 )
 def test_redrive_sends_again_only_what_upstream_did_not_do(upstream, current, desired, command):
     assert redrive(upstream, current=current, desired=desired) == command
+
+
+# --- spot migration: reclaimed? may upstream be asked to migrate now? ----------------------
+
+
+@pytest.mark.parametrize(
+    ("upstream", "spot_status", "reclaim_started", "reclaimed"),
+    [
+        # Documented spotStatus values (novita-upstream.md §4).
+        ("exited", "terminated", False, True),
+        ("exited", "reclaiming", False, True),
+        ("running", "reclaiming", False, True),
+        ("Exited", "TERMINATED", False, True),
+        # The undocumented reading: exited with a non-zero spotReclaimTime, whatever spotStatus.
+        ("exited", "", True, True),
+        ("exited", None, True, True),
+        ("exited", "running", True, True),
+        # Only announced, never reclaimed, or not stopped.
+        ("running", "notified", True, False),
+        ("exited", "notified", False, False),
+        ("exited", "running", False, False),
+        ("exited", "", False, False),
+        ("running", "", True, False),
+        # Running again with a spot status upstream has not reset (after a migration).
+        ("running", "terminated", True, False),
+        (None, None, False, False),
+    ],
+)
+def test_what_counts_as_a_reclaimed_spot_instance(
+    upstream, spot_status, reclaim_started, reclaimed
+):
+    assert spot_reclaimed(upstream, spot_status, reclaim_started) is reclaimed
+
+
+SETTLED_OR_MIGRATING = ["running", "exited", "migrating", "Migrating"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    CREATING_UPSTREAM
+    + [v for v in STARTING_UPSTREAM if v != "migrating"]
+    + STOPPING_UPSTREAM
+    + REMOVING_UPSTREAM
+    + ["removed"],
+)
+def test_no_migrate_call_while_upstream_is_between_states(value):
+    assert migration_allowed(value, "terminated", jobs_running=False) is False
+
+
+@pytest.mark.parametrize("value", SETTLED_OR_MIGRATING + ["teleporting"])
+def test_a_settled_instance_may_be_migrated(value):
+    assert migration_allowed(value, "terminated", jobs_running=False) is True
+
+
+@pytest.mark.parametrize("value", ["running", "exited"])
+def test_no_migrate_call_while_the_reclaim_is_only_announced_or_a_job_runs(value):
+    assert migration_allowed(value, "notified", jobs_running=False) is False
+    assert migration_allowed(value, "NOTIFIED", jobs_running=False) is False
+    assert migration_allowed(value, "terminated", jobs_running=True) is False
+
+
+def test_an_instance_upstream_already_migrates_counts_as_allowed():
+    # Nothing is sent then; the migration is followed as if we had asked for it.
+    assert migration_allowed("migrating", "notified", jobs_running=True) is True

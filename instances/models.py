@@ -58,6 +58,10 @@ def new_delivery_id() -> str:
 
 
 class InstanceQuerySet(models.QuerySet):
+    def auto_stop_applies(self):
+        """Instances auto-stop can act on now: Instance.auto_stop_applies as a query."""
+        return self.filter(auto_stop_enabled=True, status__in=AUTO_STOP_CANDIDATES)
+
     def named(self, name: str):
         """Instances called `name`: the live one first, then terminated ones, newest first.
 

@@ -107,9 +107,10 @@ def dashboard(now=None) -> Dashboard:
     }
     by_status = [(value, label, counts.get(value, 0)) for value, label in Status.choices]
 
-    overdue = Instance.objects.filter(
-        status__in=[Status.READY, Status.RUNNING], auto_stop_enabled=True, auto_stop_at__lt=now
-    ).order_by("auto_stop_at")
+    # Past their deadline among the instances the auto-stop sweep considers (its own rule).
+    overdue = (
+        Instance.objects.auto_stop_applies().filter(auto_stop_at__lt=now).order_by("auto_stop_at")
+    )
 
     failed = WebhookDelivery.objects.filter(state=WebhookDelivery.State.FAILED)
     failure_counts = failed.aggregate(

@@ -200,11 +200,7 @@ def _select_due(now) -> list[dict]:
     The second half takes ready rows with no stored deadline (written before one was computed)
     so they are judged too, and repaired if they are not idle.
     """
-    base = (
-        Instance.objects.filter(status__in=AUTO_STOP_CANDIDATES, auto_stop_enabled=True)
-        .order_by()
-        .values(*_DUE_FIELDS)
-    )
+    base = Instance.objects.auto_stop_applies().order_by().values(*_DUE_FIELDS)
     # The lower bound changes no result; it keeps SQLite's planner on the index once ANALYZE
     # has seen that nearly every row shares one status (a one-sided range then looks wide).
     due = base.filter(auto_stop_at__gt=_EARLIEST_DEADLINE, auto_stop_at__lte=now)
@@ -340,9 +336,8 @@ def _warn(now) -> list[tuple[str, str]]:
         # Row locks (PostgreSQL) or the write lock (SQLite) make the claim below exactly ours.
         due = list(
             Instance.objects.select_for_update(skip_locked=True)
+            .auto_stop_applies()
             .filter(
-                status__in=AUTO_STOP_CANDIDATES,
-                auto_stop_enabled=True,
                 auto_stop_warned_at__isnull=True,
                 auto_stop_at__gt=now,
                 auto_stop_at__lte=horizon,
@@ -485,9 +480,8 @@ def _count(result: SweepResult) -> None:
 def next_deadline():
     """The earliest auto-stop deadline of any instance auto-stop applies to (or None)."""
     return (
-        Instance.objects.filter(
-            status__in=AUTO_STOP_CANDIDATES, auto_stop_enabled=True, auto_stop_at__isnull=False
-        )
+        Instance.objects.auto_stop_applies()
+        .filter(auto_stop_at__isnull=False)
         .order_by("auto_stop_at")
         .values_list("auto_stop_at", flat=True)
         .first()

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from instances import tasks
+from instances import selectors, tasks
 from instances.models import Instance, InstanceEvent, SweepRun, WebhookDelivery
 from instances.services import autostop, health_probe, readiness
 from instances.status import Desired, Status
@@ -582,3 +582,25 @@ def test_an_auto_stop_run_drops_auto_stop_runs_past_their_retention(clock, setti
 
     assert not SweepRun.objects.filter(pk=old.pk).exists()
     assert SweepRun.objects.filter(pk=recent.pk).exists()
+
+
+# --- the operator dashboard agrees with the sweep ------------------------------------------
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.parametrize("status", list(Status))
+def test_dashboard_lists_as_idle_overdue_exactly_what_the_sweep_stops(
+    make_instance, stops, status, enabled
+):
+    instance = make_instance(
+        status=status, ready_at=T0, auto_stop_at=T0 + minutes(20), auto_stop_enabled=enabled
+    )
+    now = T0 + minutes(28)
+
+    overdue = [i.pk for i in selectors.dashboard(now=now).idle_overdue]
+    result = autostop.sweep(now=now)
+
+    assert overdue == result.stopped
+    if enabled and status == Status.HEALTH_CHECKING:
+        # Probing a restarted instance's ports does not keep it from being stopped.
+        assert overdue == [instance.pk]

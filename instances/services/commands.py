@@ -66,6 +66,23 @@ def create_instance(data: dict, *, actor: str = "") -> Instance:
     return instance
 
 
+def _commanded(desired: str, kind: str, now, webhook_url: str | None = None) -> dict:
+    """What every start, stop and delete records with its desired state: a new operation, a
+    poll soon, a fresh count of drive attempts, no auto-stop deadline (the instance is on its
+    way somewhere else), and the webhook URL the command names, if any."""
+    fields = {
+        "desired_status": desired,
+        "operation_id": new_operation_id(kind),
+        "next_poll_at": now + timedelta(seconds=FIRST_POLL_DELAY),
+        "poll_interval": FIRST_POLL_DELAY,
+        "auto_stop_at": None,
+        "drive_attempts": 0,
+    }
+    if webhook_url:
+        fields["webhook_url"] = webhook_url
+    return fields
+
+
 def estimated_ready_time(instance: Instance):
     return (instance.started_at or instance.created_at or _now()) + ESTIMATED_BOOT
 
@@ -101,22 +118,15 @@ def start_instance(
     max_wait = config.get("maxWaitTimeMs", health_probe.DEFAULT_CONFIG["maxWaitTimeMs"])
     now = _now()
     fields = {
-        "desired_status": Desired.RUNNING,
-        "operation_id": new_operation_id("start"),
+        **_commanded(Desired.RUNNING, "start", now, webhook_url),
         "health_check_config": config,
         "target_port": config.get("targetPort"),
         "started_at": now,
         "ready_at": None,
         "failure_reason": "",
-        "auto_stop_at": None,
         "auto_stop_warned_at": None,
         "readiness_deadline": now + timedelta(milliseconds=max_wait),
-        "next_poll_at": now + timedelta(seconds=FIRST_POLL_DELAY),
-        "poll_interval": FIRST_POLL_DELAY,
-        "drive_attempts": 0,
     }
-    if webhook_url:
-        fields["webhook_url"] = webhook_url
     updated = transition(
         instance.id,
         expected=STARTABLE,
@@ -161,17 +171,7 @@ def stop_instance(
             },
             code="INSTANCE_NOT_STOPPABLE",
         )
-    now = _now()
-    fields = {
-        "desired_status": Desired.STOPPED,
-        "operation_id": new_operation_id("stop"),
-        "next_poll_at": now + timedelta(seconds=FIRST_POLL_DELAY),
-        "poll_interval": FIRST_POLL_DELAY,
-        "auto_stop_at": None,
-        "drive_attempts": 0,
-    }
-    if webhook_url:
-        fields["webhook_url"] = webhook_url
+    fields = _commanded(Desired.STOPPED, "stop", _now(), webhook_url)
     updated = transition(
         instance.id,
         expected=expected,
@@ -218,12 +218,7 @@ def delete_instance(instance: Instance, *, source: str = "api", actor: str = "")
         source=source,
         reason="terminate requested",
         actor=actor,
-        desired_status=Desired.TERMINATED,
-        operation_id=new_operation_id("delete"),
-        next_poll_at=now + timedelta(seconds=FIRST_POLL_DELAY),
-        poll_interval=FIRST_POLL_DELAY,
-        auto_stop_at=None,
-        drive_attempts=0,
+        **_commanded(Desired.TERMINATED, "delete", now),
     )
     if updated is None:
         current = Instance.objects.get(pk=instance.pk)

@@ -71,20 +71,17 @@ def provision(instance: Instance) -> None:
             "kind": "gpu",
             "clusterId": cluster.id,
         }
-        if template.ports:
-            fields["ports"] = template.ports
-        if template.envs:
-            fields["envs"] = template.envs
-        if template.command:
-            fields["command"] = template.command
-        if template.entrypoint:
-            fields["entrypoint"] = template.entrypoint
-        if template.image_auth_id:
-            fields["imageAuthId"] = template.image_auth_id
-        if template.min_cuda_version:
-            fields["minCudaVersion"] = template.min_cuda_version
-        if instance.billing_mode:
-            fields["billingMode"] = instance.billing_mode
+        optional = {
+            "ports": template.ports,
+            "envs": template.envs,
+            "command": template.command,
+            "entrypoint": template.entrypoint,
+            "imageAuthId": template.image_auth_id,
+            "minCudaVersion": template.min_cuda_version,
+            "billingMode": instance.billing_mode,
+        }
+        # Left out when empty, so upstream applies its own defaults.
+        fields.update((key, value) for key, value in optional.items() if value)
         update_fields(
             instance.id,
             expected_status=Status.CREATING,

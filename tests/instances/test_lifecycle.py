@@ -82,6 +82,41 @@ def test_create_sends_the_templates_min_cuda_version(make_instance, novita):
     assert body["minCudaVersion"] == "12.4"
 
 
+OPTIONAL_CREATE_FIELDS = ("ports", "envs", "command", "entrypoint", "imageAuthId", "minCudaVersion")
+
+
+def test_create_sends_every_optional_field_the_template_has(make_instance, novita):
+    from tests.instances.upstream import TEMPLATE, V1
+
+    template = {**TEMPLATE, "entrypoint": "/init", "imageAuth": "auth-1", "minCudaVersion": "12.4"}
+    novita.mock.get(f"{V1}/template", json={"template": template})
+    novita.catalogue()
+    novita.create_returns("nov-new")
+    step(creating(make_instance).id)
+    (body,) = novita.bodies("/gpu/instance/create")
+    assert {key: body[key] for key in OPTIONAL_CREATE_FIELDS} == {
+        "ports": "8888/http,22/tcp",
+        "envs": [{"key": "A", "value": "1"}],
+        "command": "jupyter lab",
+        "entrypoint": "/init",
+        "imageAuthId": "auth-1",
+        "minCudaVersion": "12.4",
+    }
+
+
+def test_create_leaves_out_the_optional_fields_the_template_lacks(make_instance, novita):
+    from tests.instances.upstream import V1
+
+    bare = {"Id": "bare", "name": "Bare", "image": "busybox", "envs": [], "ports": []}
+    novita.mock.get(f"{V1}/template", json={"template": bare})
+    novita.catalogue()
+    novita.create_returns("nov-new")
+    step(creating(make_instance).id)
+    (body,) = novita.bodies("/gpu/instance/create")
+    assert body["imageUrl"] == "busybox"
+    assert set(OPTIONAL_CREATE_FIELDS).isdisjoint(body) and "billingMode" not in body
+
+
 def test_spot_create_asks_for_spot_offers_and_records_the_spot_price(make_instance, novita):
     from urllib.parse import parse_qs, urlsplit
 
@@ -411,3 +446,40 @@ def test_misconfigured_upstream_fails_a_create_only_at_its_deadline(make_instanc
     instance = step(instance.id)
     assert instance.status == Status.FAILED
     assert instance.failure_reason == "not ready before maxWaitTimeMs passed"
+
+
+@pytest.mark.parametrize(
+    "command, status, desired",
+    [
+        ("start", Status.STOPPED, Desired.RUNNING),
+        ("stop", Status.READY, Desired.STOPPED),
+        ("delete", Status.READY, Desired.TERMINATED),
+    ],
+)
+def test_each_command_starts_a_fresh_drive_under_a_new_operation(
+    make_instance, novita, command, status, desired
+):
+    from instances.services import commands
+    from instances.services.polling import FIRST_POLL_DELAY
+
+    instance = make_instance(
+        status=status,
+        drive_attempts=4,
+        operation_id="op_old",
+        auto_stop_at=timezone.now(),
+        webhook_url="https://hooks.example.com/old",
+    )
+    novita.action_returns(command)
+    named = {} if command == "delete" else {"webhook_url": "https://hooks.example.com/new"}
+    before = timezone.now()
+
+    getattr(commands, f"{command}_instance")(instance, **named)
+
+    instance.refresh_from_db()
+    assert instance.desired_status == desired
+    assert instance.operation_id.startswith(f"op_{command}_")
+    assert (instance.drive_attempts, instance.auto_stop_at) == (0, None)
+    assert instance.next_poll_at - before >= timedelta(seconds=FIRST_POLL_DELAY)
+    assert instance.next_poll_at - timezone.now() <= timedelta(seconds=FIRST_POLL_DELAY)
+    expected_hook = "https://hooks.example.com/" + ("old" if command == "delete" else "new")
+    assert instance.webhook_url == expected_hook

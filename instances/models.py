@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Case, IntegerField, Q, Value, When
 from django.utils import timezone
 
+from .services.health_probe import DEFAULT_CONFIG as HEALTH_CHECK_DEFAULTS
 from .status import AUTO_STOP_CANDIDATES, Desired, Status, from_upstream
 
 # Price fields are in 1/100000 USD per hour (upstream's unit).
@@ -50,6 +51,15 @@ def idle_deadline(last_used_at, ready_at, auto_stop_minutes):
     if since is None:
         return None
     return since + timedelta(minutes=auto_stop_threshold(auto_stop_minutes))
+
+
+def readiness_wait(health_check_config) -> timedelta:
+    """How long an instance may take to become ready once running: its health-check config's
+    maxWaitTimeMs, else the API's default."""
+    config = health_check_config or {}
+    return timedelta(
+        milliseconds=config.get("maxWaitTimeMs", HEALTH_CHECK_DEFAULTS["maxWaitTimeMs"])
+    )
 
 
 def new_delivery_id() -> str:
@@ -203,6 +213,10 @@ class Instance(models.Model):
         if not self.auto_stop_applies:
             return None
         return idle_deadline(self.last_used_at, self.ready_at, self.auto_stop_minutes)
+
+    @property
+    def readiness_wait(self) -> timedelta:
+        return readiness_wait(self.health_check_config)
 
     @property
     def first_boot(self) -> bool:

@@ -14,11 +14,10 @@ from django.utils import timezone
 
 from novita_gateway.errors import InstanceAlreadyExists, InvalidInstanceState
 
-from ..models import Instance, new_operation_id
+from ..models import Instance, new_operation_id, readiness_wait
 from ..novita import errors as upstream
 from ..novita.client import get_client
 from ..status import DELETABLE, STARTABLE, STOPPABLE, Desired, Status
-from . import health_probe
 from .polling import FIRST_POLL_DELAY, poll_after_commit, poll_soon
 from .transitions import create, note, transition
 
@@ -32,7 +31,6 @@ def _now():
 def create_instance(data: dict, *, actor: str = "") -> Instance:
     """Persist a new instance (creating) and hand it to a worker after commit."""
     health_config = data.get("health_check_config") or {}
-    max_wait = health_config.get("maxWaitTimeMs", health_probe.DEFAULT_CONFIG["maxWaitTimeMs"])
     now = _now()
     try:
         with transaction.atomic():
@@ -56,7 +54,7 @@ def create_instance(data: dict, *, actor: str = "") -> Instance:
                 operation_id=new_operation_id("create"),
                 # Due now: if the task below is lost, the monitor sweep provisions it instead.
                 next_poll_at=now,
-                readiness_deadline=now + ESTIMATED_BOOT + timedelta(milliseconds=max_wait),
+                readiness_deadline=now + ESTIMATED_BOOT + readiness_wait(health_config),
             )
             poll_after_commit(instance.id)
     except IntegrityError:
@@ -115,7 +113,6 @@ def start_instance(
     config = {**(health_check_config or {})}
     if target_port:
         config["targetPort"] = target_port
-    max_wait = config.get("maxWaitTimeMs", health_probe.DEFAULT_CONFIG["maxWaitTimeMs"])
     now = _now()
     fields = {
         **_commanded(Desired.RUNNING, "start", now, webhook_url),
@@ -125,7 +122,7 @@ def start_instance(
         "ready_at": None,
         "failure_reason": "",
         "auto_stop_warned_at": None,
-        "readiness_deadline": now + timedelta(milliseconds=max_wait),
+        "readiness_deadline": now + readiness_wait(config),
     }
     updated = transition(
         instance.id,

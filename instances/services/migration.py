@@ -40,7 +40,6 @@ from ..status import (
     spot_reclaimed,
     upstream_migrating,
 )
-from . import health_probe
 from .snapshot import get_snapshot
 from .sweeps import Outcome
 from .transitions import fail, note, record_event, transition, update_fields
@@ -160,9 +159,6 @@ def start(instance: Instance, remote: UpstreamInstance) -> bool:
             fields["novita_instance_id"] = result.instance_id[:100]
         reason = f"spot instance reclaimed upstream (spotStatus {spot}); migration requested"
     fields.update(migration_refused_since=None, migration_refusals=0, migration_retry_at=None)
-    max_wait = (instance.health_check_config or {}).get(
-        "maxWaitTimeMs", health_probe.DEFAULT_CONFIG["maxWaitTimeMs"]
-    )
     moved = transition(
         instance.id,
         expected={instance.status},
@@ -179,7 +175,7 @@ def start(instance: Instance, remote: UpstreamInstance) -> bool:
         spot_status=(remote.spot_status or "")[:20],
         # The migration timeout below is the clearer report; the readiness deadline only backs
         # it up.
-        readiness_deadline=now + _timeout() + timedelta(milliseconds=max_wait),
+        readiness_deadline=now + _timeout() + instance.readiness_wait,
         # The normal monitor follows the instance from here (migrating -> running -> ready).
         next_poll_at=now + timedelta(seconds=FIRST_POLL_DELAY),
         poll_interval=FIRST_POLL_DELAY,

@@ -483,3 +483,42 @@ def test_each_command_starts_a_fresh_drive_under_a_new_operation(
     assert instance.next_poll_at - timezone.now() <= timedelta(seconds=FIRST_POLL_DELAY)
     expected_hook = "https://hooks.example.com/" + ("old" if command == "delete" else "new")
     assert instance.webhook_url == expected_hook
+
+
+def test_readiness_wait_is_max_wait_time_ms_else_ten_minutes():
+    assert Instance(health_check_config={}).readiness_wait == timedelta(minutes=10)
+    assert Instance(health_check_config=None).readiness_wait == timedelta(minutes=10)
+    assert Instance(health_check_config={"maxWaitTimeMs": 90_000}).readiness_wait == timedelta(
+        seconds=90
+    )
+
+
+@pytest.mark.parametrize(
+    "config, wait",
+    [({}, timedelta(minutes=10)), ({"maxWaitTimeMs": 90_000}, timedelta(seconds=90))],
+)
+def test_create_and_start_give_readiness_the_configured_max_wait(
+    make_instance, novita, config, wait
+):
+    from instances.services import commands
+
+    before = timezone.now()
+    created = commands.create_instance(
+        {
+            "name": "waits",
+            "product_name": "RTX 4090 24GB",
+            "template_id": "pytorch-jupyter",
+            "health_check_config": config,
+        }
+    )
+    after = timezone.now()
+    boot = commands.ESTIMATED_BOOT
+    assert before + boot + wait <= created.readiness_deadline <= after + boot + wait
+
+    stopped = make_instance(status=Status.STOPPED)
+    novita.action_returns("start")
+    before = timezone.now()
+    commands.start_instance(stopped, health_check_config=config)
+    after = timezone.now()
+    stopped.refresh_from_db()
+    assert before + wait <= stopped.readiness_deadline <= after + wait

@@ -20,7 +20,8 @@ _probe_clients: dict = {}
 
 
 def _probe_client() -> NovitaClient:
-    """A client just for the probe: short timeout, no retries, its own (never tripping) breaker.
+    """A client just for the probe: one short timeout for the whole call, no retries, its own
+    (never tripping) breaker.
 
     The shared client's breaker is left alone so health probes neither trip it nor are refused
     by it: the probe's job is to say whether Novita answers right now.
@@ -35,6 +36,8 @@ def _probe_client() -> NovitaClient:
             api_key=settings.NOVITA_API_KEY,
             connect_timeout=min(float(settings.NOVITA_CONNECT_TIMEOUT), timeout),
             read_timeout=timeout,
+            # The whole call, not only each socket operation: /health answers within it.
+            total_timeout=timeout,
             read_retries=0,
             failure_threshold=1_000_000,
             redis_url="",

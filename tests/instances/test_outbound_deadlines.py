@@ -86,3 +86,16 @@ def test_a_delivery_cut_by_its_soft_time_limit_is_still_recorded(make_instance, 
     delivery.refresh_from_db()
     (attempt,) = delivery.attempt_log
     assert attempt["error"].startswith("SoftTimeLimitExceeded")
+
+
+def test_the_health_checks_upstream_call_ends_within_its_own_timeout(trickler, settings):
+    from instances import facts
+    from instances.novita.errors import NovitaTimeoutError
+
+    # Connect and read timeouts alone would allow 0.6 + 0.6 s; /health promises 0.6 in all.
+    settings.NOVITA_API_BASE_URL = trickler
+    settings.HEALTH_UPSTREAM_TIMEOUT_SECONDS = 0.6
+    started = time.monotonic()
+    with pytest.raises(NovitaTimeoutError, match=r"0\.6s in all"):
+        facts.probe_upstream()
+    assert time.monotonic() - started < 1.0

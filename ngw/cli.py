@@ -313,10 +313,12 @@ def wait_for(
                         continue
                     raise
                 if current.get("status") != status:
-                    for passed in transitions.entered():
-                        show(passed)
                     status = current.get("status")
-                    show(status)
+                    # The events are read after the instance, so they cover its status and
+                    # maybe a later one: shown in order, never the polled status after them.
+                    entered = transitions.entered()
+                    for passed in entered or [status]:
+                        show(passed)
                 instance = current
     except KeyboardInterrupt:
         raise WaitProblem(

@@ -305,3 +305,25 @@ def test_text_from_the_gateway_is_printed_literally_never_as_markup(gateway):
     assert result.exit_code == ExitCode.INVALID
     assert "bad [red]value[/red] in [1]" in result.output
     assert "field [x] is [b]wrong" in result.output
+
+
+def test_a_status_the_events_already_passed_is_not_shown_again(gateway):
+    # The instance read says health_checking; the events read a moment later already hold ready.
+    gateway.post(
+        f"{URL}/api/instances",
+        status=201,
+        json={"instanceId": "inst_1", "status": "creating", "message": "ok"},
+    )
+    events = [
+        {"id": 1, "toStatus": "creating"},
+        {"id": 2, "fromStatus": "creating", "toStatus": "creating"},
+        {"id": 3, "fromStatus": "creating", "toStatus": "health_checking"},
+        {"id": 4, "fromStatus": "health_checking", "toStatus": "ready"},
+    ]
+    gateway.get(f"{URL}/api/instances/inst_1/events", json={"events": events[::-1]})
+    for status in ("creating", "health_checking", "ready"):
+        gateway.get(f"{URL}/api/instances/inst_1", json=instance(status))
+    result = run("create", "demo", "--product", "RTX 4090 24GB", "--template", "t", "--wait")
+    assert result.exit_code == 0, result.output
+    lines = [line.split()[1] for line in result.output.splitlines() if line.startswith("demo: ")]
+    assert lines == ["creating", "health_checking", "ready"]

@@ -90,6 +90,7 @@ def plan() -> list[Run]:
             "request_overhead.py",
             quick_args=["--requests", "30", "--rounds", "2"],
         ),
+        Run("dashboard_charts", "dashboard_charts.py", env={"DATABASE_URL": None}),
         Run("process_memory", "process_memory.py", quick_args=["--quick"]),
         Run("sustained_load", "sustained_load.py", quick_args=["--quick"]),
     ]
@@ -377,6 +378,23 @@ def targets(runs: dict[str, Run]) -> list[tuple[str, str, str, str]]:
             )
         else:
             add("Sustained load", "200 req/s sustained", "-", verdict(None))
+
+    # Dashboard charts: the script prints its own target line.
+    run = runs.get("dashboard_charts")
+    target = "chart figures + drawing < 2 s (10,000 instances), queries constant"
+    if why := unavailable(run):
+        add("Dashboard charts", target, "-", why)
+    else:
+        found = _find(
+            r"target: .*?\(([\d.]+ s)\), same query count .*?\((True|False)\): (met|MISSED)",
+            run.output,
+        )
+        if found:
+            took, constant, state = found[-1]
+            measured = f"{took}, queries {'constant' if constant == 'True' else 'grow'}"
+            add("Dashboard charts", target, measured, verdict(state == "met", measured))
+        else:
+            add("Dashboard charts", target, "-", verdict(None))
 
     # Process memory: reported, no target.
     run = runs.get("process_memory")

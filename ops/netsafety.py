@@ -5,8 +5,11 @@ byte every few seconds never trips them. Every outbound call (webhook deliveries
 probes, Novita) therefore runs inside `deadline(seconds)`: connections opened or reused inside it
 register with it, and when it passes, one watchdog thread per process shuts their sockets down,
 which ends any blocked read at once. The call then raises DeadlineExceeded (a requests.Timeout),
-also when a body was cut short without an error. `DeadlineAdapter` is the requests adapter whose
-connections take part; `http_status` and `tcp_connects` are the readiness probes' two calls.
+also when a body was cut short without an error. Name lookups count too: getaddrinfo has no
+socket to shut and cannot be interrupted, so `resolve` runs it in a worker thread and stops
+waiting when the time is up (a resolver that hangs holds a pool thread, never the call).
+`DeadlineAdapter` is the requests adapter whose connections take part; `http_status` and
+`tcp_connects` are the readiness probes' two calls.
 (No library offers this for requests: urllib3's Timeout(total=...) still bounds each read, and
 signal-based timeouts work only in a main thread.)
 
@@ -19,6 +22,7 @@ against the host name. Hosts listed in settings.WEBHOOK_ALLOWED_HOSTS skip the a
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import contextvars
 import heapq
@@ -39,6 +43,8 @@ from django.core.exceptions import ValidationError
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError
+from urllib3.util.connection import allowed_gai_family
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,8 @@ _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
 # NAT64 prefixes embed an IPv4 address that a NAT64 gateway would reach for us.
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _READ_CHUNK = 8192
+# Lookups waiting on a slow resolver at once, per process; more queue (and time out unstarted).
+_RESOLVER_THREADS = 16
 
 
 # --- wall-clock deadlines -----------------------------------------------------------------
@@ -191,6 +199,45 @@ def current_deadline() -> Deadline | None:
     return _current.get()
 
 
+# --- name resolution within a time limit ---------------------------------------------------
+
+_resolver: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+_resolver_lock = threading.Lock()
+
+
+def _resolver_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _resolver
+    with _resolver_lock:
+        if _resolver is None or _resolver[0] != os.getpid():
+            pool = concurrent.futures.ThreadPoolExecutor(
+                _RESOLVER_THREADS, thread_name_prefix="outbound-dns"
+            )
+            _resolver = (os.getpid(), pool)
+        return _resolver[1]
+
+
+def resolve(host: str, port: int, seconds: float, family: int = 0) -> list:
+    """socket.getaddrinfo(host, port, family, SOCK_STREAM), waited for at most `seconds`.
+
+    Raises TimeoutError when the resolver has not answered by then, or what getaddrinfo raises.
+    """
+    future = _resolver_pool().submit(socket.getaddrinfo, host, port, family, socket.SOCK_STREAM)
+    try:
+        return future.result(timeout=max(seconds, 0.0))
+    except concurrent.futures.TimeoutError:
+        future.cancel()  # still queued behind hung lookups: it never starts
+        raise TimeoutError(f"no answer for {host} from the resolver within {seconds:g} s") from None
+
+
+def _resolve_within(item: Deadline, host: str, port: int, family: int = 0) -> list:
+    """`resolve` inside a deadline: running out of time expires the deadline (DeadlineExceeded)."""
+    try:
+        return resolve(host, port, item.remaining(), family)
+    except TimeoutError:
+        item.expire()
+        raise DeadlineExceeded(_deadline_message(item)) from None
+
+
 class _DeadlineAware:
     """A urllib3 connection whose socket the running deadline watches (new or reused)."""
 
@@ -198,10 +245,33 @@ class _DeadlineAware:
         item = _current.get()
         if item is not None and (self.timeout is None or self.timeout > item.remaining()):
             self.timeout = max(item.remaining(), 0.001)
-        sock = super()._new_conn()
-        if item is not None:
-            item.attach(sock)  # before any TLS handshake, so a trickled handshake is cut too
+        if item is None:
+            return super()._new_conn()
+        sock = self._connect_within(item)
+        item.attach(sock)  # before any TLS handshake, so a trickled handshake is cut too
         return sock
+
+    def _connect_within(self, item: Deadline):
+        # urllib3 would look the name up itself, out of the deadline's reach: look it up within
+        # it, then let urllib3 connect to each address in turn (its error handling unchanged).
+        name = self._dns_host
+        try:
+            infos = _resolve_within(item, name.strip("[]"), self.port, allowed_gai_family())
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        except UnicodeError:
+            return super()._new_conn()  # urllib3's own error for a name IDNA refuses
+        failure = None
+        try:
+            for *_, sockaddr in infos:
+                self._dns_host = sockaddr[0]  # `host` (TLS name, Host header) is restored below
+                try:
+                    return super()._new_conn()
+                except ConnectTimeoutError as exc:  # NewConnectionError included
+                    failure = exc
+        finally:
+            self._dns_host = name
+        raise failure
 
     def request(self, *args, **kwargs):
         item = _current.get()
@@ -277,13 +347,11 @@ def http_status(url: str, timeout: float, *, verify: bool | str = True) -> int:
 
 
 def tcp_connects(host: str, port: int, timeout: float) -> None:
-    """Open and close a TCP connection within `timeout` seconds in all (every address the name
-    resolves to shares it). Raises OSError (socket.timeout when the time ran out)."""
+    """Open and close a TCP connection within `timeout` seconds in all (the name lookup and
+    every address it gives share it). Raises OSError (TimeoutError when the time ran out)."""
     ends = time.monotonic() + timeout
     last: OSError = TimeoutError(f"no connection within {timeout:g} s")
-    for family, kind, proto, _canon, address in socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM
-    ):
+    for family, kind, proto, _canon, address in resolve(host, port, timeout):
         left = ends - time.monotonic()
         if left <= 0:
             break
@@ -397,9 +465,13 @@ def _allowed_hosts() -> set[str]:
     }
 
 
-def _resolve(target: _Target) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _resolve(
+    target: _Target, within: Deadline
+) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     try:
-        infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        infos = _resolve_within(within, target.host, target.port)
+    except DeadlineExceeded:
+        raise
     except (OSError, UnicodeError):
         raise _Unresolvable(target.host) from None
     addresses = []
@@ -415,9 +487,9 @@ def _resolve(target: _Target) -> list[ipaddress.IPv4Address | ipaddress.IPv6Addr
     return addresses
 
 
-def _checked_addresses(target: _Target):
+def _checked_addresses(target: _Target, within: Deadline):
     """Resolve the host once; every address must be public unless the host is allow-listed."""
-    addresses = _resolve(target)
+    addresses = _resolve(target, within)
     if target.host in _allowed_hosts():
         return addresses
     blocked = [ip for ip in addresses if not is_public_address(ip)]
@@ -436,13 +508,22 @@ def _checked_addresses(target: _Target):
 
 
 def validate_webhook_url(url: str) -> None:
-    """Raise django ValidationError unless `url` is a webhook URL we are willing to call."""
+    """Raise django ValidationError unless `url` is a webhook URL we are willing to call.
+
+    The lookup gets as long as a delivery would (WEBHOOK_TIMEOUT_SECONDS): a client's slow
+    resolver must not hold the request either."""
     try:
-        _checked_addresses(_parse(url))
+        target = _parse(url)
+        with deadline(settings.WEBHOOK_TIMEOUT_SECONDS) as item:
+            _checked_addresses(target, item)
     except BlockedDestination as exc:
         raise ValidationError(str(exc), code="blocked_destination") from None
     except _Unresolvable:
         raise ValidationError("The URL's host could not be resolved", code="unresolvable") from None
+    except DeadlineExceeded:
+        raise ValidationError(
+            "The URL's host could not be resolved in time", code="unresolvable"
+        ) from None
 
 
 class _PinnedAdapter(DeadlineAdapter):
@@ -484,21 +565,14 @@ def _read_capped(raw, limit: int) -> bytes:
 def post_json(url: str, body: bytes, headers: dict, timeout: float) -> SafeResponse:
     """POST `body` to `url` without following redirects, connecting only to a checked address.
 
-    `timeout` bounds the whole exchange (connect, headers, the start of the body) in wall-clock
-    seconds. Raises BlockedDestination when the URL is malformed or its host resolves to a
-    non-public address (and is not in WEBHOOK_ALLOWED_HOSTS); requests.ConnectionError when the
-    host does not resolve; DeadlineExceeded when the deadline passed; any other
+    `timeout` bounds the whole exchange (name lookup, connect, headers, the start of the body)
+    in wall-clock seconds. Raises BlockedDestination when the URL is malformed or its host
+    resolves to a non-public address (and is not in WEBHOOK_ALLOWED_HOSTS);
+    requests.ConnectionError when the host does not resolve; DeadlineExceeded when the deadline
+    passed (the lookup included); any other
     requests.RequestException (ConnectionError, SSLError...) from the exchange itself.
     """
     target = _parse(url)
-    try:
-        addresses = _checked_addresses(target)
-    except _Unresolvable:
-        raise requests.ConnectionError(f"could not resolve {target.host}") from None
-    address = addresses[0]
-    netloc = f"[{address}]" if address.version == 6 else str(address)
-    pinned_url = f"{target.scheme}://{netloc}:{target.port}{target.path_query}"
-
     send_headers = {k: v for k, v in (headers or {}).items() if k.lower() != "host"}
     send_headers["Host"] = _host_header(target)
     send_headers.setdefault("Content-Type", "application/json")
@@ -510,7 +584,14 @@ def post_json(url: str, body: bytes, headers: dict, timeout: float) -> SafeRespo
         raise ValueError("timeout must be positive")
     connect_timeout = min(read_timeout, MAX_CONNECT_TIMEOUT)
 
-    with requests.Session() as session, deadline(read_timeout):
+    with requests.Session() as session, deadline(read_timeout) as item:
+        try:
+            addresses = _checked_addresses(target, item)
+        except _Unresolvable:
+            raise requests.ConnectionError(f"could not resolve {target.host}") from None
+        address = addresses[0]
+        netloc = f"[{address}]" if address.version == 6 else str(address)
+        pinned_url = f"{target.scheme}://{netloc}:{target.port}{target.path_query}"
         # Environment proxies would resolve the name themselves, and .netrc could add
         # credentials: neither may touch a client-chosen URL.
         session.trust_env = False

@@ -3,6 +3,7 @@ Celery tasks run inline (eagerly) so a test sees their effects."""
 
 import ipaddress
 import socket
+import threading
 
 import pytest
 from django.conf import settings
@@ -91,6 +92,23 @@ def _no_real_dns(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", _fake_getaddrinfo)
     monkeypatch.setattr(socket.socket, "connect", _loopback_only_connect)
     yield
+
+
+@pytest.fixture
+def hanging_dns(monkeypatch):
+    """Names added to the returned set get no answer from the resolver (for 5 s, then a failure)."""
+    names: set[str] = set()
+    release = threading.Event()
+
+    def hang(host, port, *args, **kwargs):
+        if host in names:
+            release.wait(5)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return _fake_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
+    yield names
+    release.set()  # frees the lookups still waiting in resolver threads
 
 
 _real_client_request = DjangoClient.request

@@ -99,3 +99,46 @@ def test_the_health_checks_upstream_call_ends_within_its_own_timeout(trickler, s
     with pytest.raises(NovitaTimeoutError, match=r"0\.6s in all"):
         facts.probe_upstream()
     assert time.monotonic() - started < 1.0
+
+
+def test_a_webhook_whose_host_never_resolves_is_recorded_as_a_timed_out_attempt(
+    make_instance, hanging_dns, settings
+):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.5
+    hanging_dns.add("slow-dns.example.com")
+    instance = make_instance(webhook_url="https://slow-dns.example.com/hook")
+    delivery = webhooks.enqueue_status_change(instance, reason="test")
+    started = time.monotonic()
+    state = webhooks.deliver(delivery.pk)
+    assert time.monotonic() - started < 1.5
+    assert state == WebhookDelivery.State.PENDING  # to be retried, not given up
+    delivery.refresh_from_db()
+    (attempt,) = delivery.attempt_log
+    assert attempt["statusCode"] is None
+    assert attempt["error"].startswith("DeadlineExceeded: timed out")
+
+
+@pytest.mark.parametrize("kind", ["http", "tcp"])
+def test_a_port_whose_host_never_resolves_is_down_for_the_probe_after_its_timeout(
+    hanging_dns, kind
+):
+    hanging_dns.add("slow-dns.example.com")
+    config = {"timeoutMs": 500, "retryAttempts": 0}
+    mapping = {"port": 8888, "endpoint": "slow-dns.example.com:8888", "type": kind}
+    started = time.monotonic()
+    (result,) = health_probe.probe([mapping], config, None)
+    assert time.monotonic() - started < 1.5
+    assert (result.up, result.detail) == (False, "timeout")
+
+
+def test_a_novita_call_whose_host_never_resolves_ends_within_its_timeout(hanging_dns, settings):
+    from instances import facts
+    from instances.novita.errors import NovitaTimeoutError
+
+    hanging_dns.add("slow-dns.example.com")
+    settings.NOVITA_API_BASE_URL = "https://slow-dns.example.com"
+    settings.HEALTH_UPSTREAM_TIMEOUT_SECONDS = 0.5
+    started = time.monotonic()
+    with pytest.raises(NovitaTimeoutError):
+        facts.probe_upstream()
+    assert time.monotonic() - started < 1.3

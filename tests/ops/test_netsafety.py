@@ -486,6 +486,49 @@ def test_tcp_probe_connects_or_fails_within_its_time():
         netsafety.tcp_connects("127.0.0.1", port, timeout=1)
 
 
+def test_a_webhook_host_whose_resolver_hangs_is_cut_at_the_deadline(hanging_dns):
+    hanging_dns.add("slow-dns.example.com")
+    started = time.monotonic()
+    with pytest.raises(netsafety.DeadlineExceeded):
+        post_json("https://slow-dns.example.com/hook", b"{}", {}, timeout=0.5)
+    assert time.monotonic() - started < 1.3
+
+
+def test_submitting_a_webhook_whose_resolver_hangs_is_refused_in_time(hanging_dns, settings):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.5
+    hanging_dns.add("slow-dns.example.com")
+    started = time.monotonic()
+    with pytest.raises(ValidationError, match="could not be resolved in time"):
+        validate_webhook_url("https://slow-dns.example.com/hook")
+    assert time.monotonic() - started < 1.3
+
+
+def test_http_probe_of_a_host_whose_resolver_hangs_is_cut_at_the_deadline(hanging_dns):
+    hanging_dns.add("slow-dns.example.com")
+    started = time.monotonic()
+    with pytest.raises(netsafety.DeadlineExceeded):
+        netsafety.http_status("http://slow-dns.example.com:8080/", timeout=0.5)
+    assert time.monotonic() - started < 1.3
+
+
+def test_tcp_probe_of_a_host_whose_resolver_hangs_times_out_in_time(hanging_dns):
+    hanging_dns.add("slow-dns.example.com")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        netsafety.tcp_connects("slow-dns.example.com", 22, timeout=0.5)
+    assert time.monotonic() - started < 1.3
+
+
+def test_a_probe_tries_each_address_of_its_host_and_keeps_the_host_name(dns, receivers):
+    # 127.0.0.2 is loopback too, with nobody listening on the port: refused, then the next one.
+    receiver = receivers(answer(204))
+    dns["two-addresses.test"] = ["127.0.0.2", "127.0.0.1"]
+    url = f"http://two-addresses.test:{receiver.port}/ready"
+    assert netsafety.http_status(url, timeout=2) == 204
+    (path, headers, _body), *_ = receiver.requests
+    assert (path, headers["Host"]) == ("/ready", f"two-addresses.test:{receiver.port}")
+
+
 def test_non_positive_timeout_is_a_programming_error(dns):
     dns["hooks.example.com"] = [PUBLIC]
     with pytest.raises(ValueError):

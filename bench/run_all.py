@@ -131,6 +131,7 @@ def plan() -> list[Run]:
         ),
         Run("dashboard_charts", "dashboard_charts.py", env={"DATABASE_URL": None}),
         Run("process_memory", "process_memory.py", quick_args=["--quick"]),
+        Run("autostop_under_attack", "autostop_under_attack.py", quick_args=["--idle", "1"]),
         Run("sustained_load", "sustained_load.py", quick_args=["--quick"]),
     ]
     return runs
@@ -459,6 +460,24 @@ def targets(runs: dict[str, Run]) -> list[tuple[str, str, str, str]]:
             measured,
             "reported (no target named)",
         )
+    # Auto-stop under attack: trickling receivers and ports must not delay cost control.
+    run = runs.get("autostop_under_attack")
+    target = "overshoot under attack <= 15 s and within 5 s of quiet"
+    if why := unavailable(run):
+        add("Auto-stop under attack", target, "-", why)
+    else:
+        found = _find(r"max ([\d.]+) s vs ([\d.]+) s \(target: .*?\)\s+(met|NOT MET)", run.output)
+        if found:
+            attack, quiet, state = found[-1]
+            add(
+                "Auto-stop under attack",
+                target,
+                f"{attack} s under attack, {quiet} s quiet",
+                verdict(state == "met", f"{attack} s vs {quiet} s"),
+            )
+        else:
+            add("Auto-stop under attack", target, "-", verdict(None))
+
     return rows
 
 

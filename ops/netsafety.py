@@ -60,8 +60,10 @@ _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
 # NAT64 prefixes embed an IPv4 address that a NAT64 gateway would reach for us.
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _READ_CHUNK = 8192
-# Lookups waiting on a slow resolver at once, per process; more queue (and time out unstarted).
-_RESOLVER_THREADS = 16
+# Lookups running at once, per process; more queue (and time out unstarted). A hung lookup holds
+# its thread for the system resolver's own timeout (tens of seconds), while a caller gives up
+# after its deadline: room for a few dozen such lookups before others have to queue.
+_RESOLVER_THREADS = 64
 
 
 # --- wall-clock deadlines -----------------------------------------------------------------

@@ -57,14 +57,57 @@ def billed_seconds(changes: list[tuple[datetime, str]], now: datetime) -> float:
     return total
 
 
-def billing(instance: Instance, *, now: datetime | None = None) -> Billing:
-    """Status reason, billed time and estimated cost of one instance (one query)."""
-    now = now or timezone.now()
+@dataclass(frozen=True)
+class _Trail:
+    """What billing needs from the trail: billed seconds of closed stretches, the start of the
+    stretch still open (None when not in a BILLED status) and the last change's reason."""
+
+    closed_seconds: float
+    open_since: datetime | None
+    status_reason: str
+
+
+# Every status change goes through services/transitions.py, which sets updated_at in the same
+# transaction as the event, so (updated_at, status) names one state of an instance's trail: a
+# poll of an unchanged instance reuses what it read last time instead of reading the whole
+# history again (a second query per poll, growing with the instance's age). A write changes
+# the key, so the very next poll reads the trail afresh.
+_TRAILS: dict[str, tuple[tuple, _Trail]] = {}
+_TRAILS_MAX = 10_000
+
+
+def _trail(instance: Instance) -> _Trail:
+    key = (instance.updated_at, instance.status)
+    found = _TRAILS.get(instance.id)
+    if found is not None and found[0] == key:
+        return found[1]
     rows = status_changes(instance.id)
-    seconds = billed_seconds([(at, to) for at, to, _reason in rows], now)
+    changes = [(at, to) for at, to, _reason in rows]
+    open_since = None
+    for at, to_status in changes:
+        if to_status in BILLED and open_since is None:
+            open_since = at
+        elif to_status not in BILLED:
+            open_since = None
+    # Counted up to the open stretch's start, where that stretch adds nothing: closed ones only.
+    closed = billed_seconds(changes, open_since or timezone.now())
+    trail = _Trail(closed, open_since, rows[-1][2] if rows else "")
+    if len(_TRAILS) >= _TRAILS_MAX:
+        _TRAILS.clear()
+    _TRAILS[instance.id] = (key, trail)
+    return trail
+
+
+def billing(instance: Instance, *, now: datetime | None = None) -> Billing:
+    """Status reason, billed time and estimated cost of one instance (at most one query)."""
+    now = now or timezone.now()
+    trail = _trail(instance)
+    seconds = trail.closed_seconds
+    if trail.open_since is not None:
+        seconds += max((now - trail.open_since).total_seconds(), 0.0)
     price = instance.price_per_hour_usd
     return Billing(
-        status_reason=rows[-1][2] if rows else "",
+        status_reason=trail.status_reason,
         billed_seconds=int(seconds),
         cost_so_far=None if price is None else round(seconds / 3600 * price, 6),
     )

@@ -173,6 +173,20 @@ def test_a_status_change_is_visible_to_the_very_next_poll(api, make_instance):
     assert body["statusReason"] == "stop requested"
 
 
+def test_billed_time_stops_at_a_stop_seen_by_the_very_next_poll(api, make_instance):
+    instance = make_instance(status=Status.READY)
+    api.get(f"/api/instances/{instance.id}")  # the poll before the stop reads the trail
+    transitions.transition(
+        instance.id, expected=None, to_status=Status.STOPPED, source="api", reason="stopped"
+    )
+    body = api.get(f"/api/instances/{instance.id}").json()
+    changes = [(at, to) for at, to, _reason in history.status_changes(instance.id)]
+    # Not in a billed status any more: the count no longer depends on when it is read.
+    exact = int(history.billed_seconds(changes, timezone.now()))
+    assert (body["status"], body["billedSeconds"]) == ("stopped", exact)
+    assert body["statusReason"] == "stopped"
+
+
 def test_a_poll_shows_the_row_as_the_orm_reads_it(api, make_instance):
     now = timezone.now()
     instance = make_instance(

@@ -126,8 +126,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 else:
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options["connect_timeout"] = 5
+    # Server-side binding lets psycopg prepare a statement the fifth time a connection runs it,
+    # so a poll's fixed queries skip parsing and planning (and client-side quoting) on every
+    # request. Turn it off behind a pooler in transaction mode, which cannot keep prepared
+    # statements (PgBouncer before 1.21).
+    if env.bool("DB_SERVER_SIDE_BINDING", default=True):
+        options["server_side_binding"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -84,7 +84,7 @@ _BETWEEN_STATES_UPSTREAM = frozenset(
     | _REMOVING_UPSTREAM
     | {_REMOVED_UPSTREAM}
 ) - {_MIGRATING_UPSTREAM}
-# spotStatus (novita-upstream.md §4): a reclaim only announced, and one under way or over.
+# spotStatus (docs/upstream.md): a reclaim only announced, and one under way or over.
 _SPOT_NOTIFIED = "notified"
 _SPOT_RECLAIMING = "reclaiming"
 _SPOT_TERMINATED = "terminated"
@@ -119,7 +119,7 @@ def spot_reclaimed(
 
     spotStatus `reclaiming`, or `terminated` unless the instance runs again (a spot status left
     stale by a migration: migrating it again would loop). Undocumented but what a reclaim looks
-    like once it is over (novita-upstream.md §4): `exited` with a reclaim time.
+    like once it is over (docs/upstream.md): `exited` with a reclaim time.
     """
     spot = _value(spot_status)
     if spot == _SPOT_RECLAIMING:

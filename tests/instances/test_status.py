@@ -180,7 +180,7 @@ def test_redrive_sends_again_only_what_upstream_did_not_do(upstream, current, de
 @pytest.mark.parametrize(
     ("upstream", "spot_status", "reclaim_started", "reclaimed"),
     [
-        # Documented spotStatus values (novita-upstream.md §4).
+        # Documented spotStatus values (docs/upstream.md).
         ("exited", "terminated", False, True),
         ("exited", "reclaiming", False, True),
         ("running", "reclaiming", False, True),

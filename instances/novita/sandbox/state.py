@@ -1,6 +1,6 @@
 """In-process simulator ("sandbox") of Novita's v1 GPU-instance API.
 
-It follows the upstream research notes (novita-upstream.md): same paths, query params, JSON
+It follows the upstream research notes (docs/upstream.md): same paths, query params, JSON
 shapes and error envelope as the real API, so the gateway's client runs unchanged against it in
 tests, e2e runs and benchmarks. Plain Python (stdlib only, no Django) so it imports anywhere.
 

@@ -23,11 +23,9 @@ equal to the idle count; overshoot within one check interval.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -35,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchutil import postgres_bench_database  # noqa: E402
+from benchutil import django_in_scratch, postgres_bench_database  # noqa: E402
 
 FLEETS = (1_000, 10_000)
 IDLE_FRACTION = 0.10
@@ -43,22 +41,7 @@ DECISION_TARGET_SECONDS = 1.0
 VERBOSE = "-v" in sys.argv[1:]  # also list the sweep's queries with their durations
 
 # Runtime files (counters, file broker) go to a scratch directory, not the developer's var/.
-SCRATCH = Path(tempfile.mkdtemp(prefix="autostop-bench-"))
-os.environ["VAR_DIR"] = str(SCRATCH)
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "novita_gateway.settings")
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-not-for-production-0123456789")
-os.environ.pop("REDIS_URL", None)
-if not os.environ.get("DATABASE_URL"):
-    os.environ["DATABASE_URL"] = f"sqlite:///{SCRATCH / 'bench.sqlite3'}"
-
-
-IS_POSTGRES = os.environ["DATABASE_URL"].startswith(("postgres://", "postgresql://"))
-if IS_POSTGRES:
-    postgres_bench_database("create")
-
-import django  # noqa: E402
-
-django.setup()
+SCRATCH, IS_POSTGRES = django_in_scratch("autostop-bench-")
 
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402

@@ -1,6 +1,8 @@
 """What several benchmark scripts share (imported as a sibling: scripts run from bench/)."""
 
 import os
+import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -31,3 +33,28 @@ def postgres_bench_database(action: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         if action == "create":
             conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def django_in_scratch(prefix: str) -> tuple[Path, bool]:
+    """Set Django up for an in-process bench: runtime files in a scratch folder, no Redis,
+    SQLite there unless DATABASE_URL names a (throwaway, *_bench) PostgreSQL database.
+
+    Returns the scratch folder and whether the database is PostgreSQL.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["VAR_DIR"] = str(scratch)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "novita_gateway.settings")
+    os.environ.setdefault(
+        "DJANGO_SECRET_KEY", "bench-only-secret-key-not-for-production-0123456789"
+    )
+    os.environ.pop("REDIS_URL", None)
+    if not os.environ.get("DATABASE_URL"):
+        os.environ["DATABASE_URL"] = f"sqlite:///{scratch / 'bench.sqlite3'}"
+    is_postgres = os.environ["DATABASE_URL"].startswith(("postgres://", "postgresql://"))
+    if is_postgres:
+        postgres_bench_database("create")
+
+    import django
+
+    django.setup()
+    return scratch, is_postgres

@@ -20,7 +20,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -28,25 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchutil import postgres_bench_database  # noqa: E402
+from benchutil import django_in_scratch, postgres_bench_database  # noqa: E402
 
 FLEETS = (1_000, 10_000)
 TARGET_SECONDS = 2.0
 
-SCRATCH = Path(tempfile.mkdtemp(prefix="charts-bench-"))
-os.environ["VAR_DIR"] = str(SCRATCH)
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "novita_gateway.settings")
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-not-for-production-0123456789")
-os.environ.pop("REDIS_URL", None)
-if not os.environ.get("DATABASE_URL"):
-    os.environ["DATABASE_URL"] = f"sqlite:///{SCRATCH / 'bench.sqlite3'}"
-IS_POSTGRES = os.environ["DATABASE_URL"].startswith(("postgres://", "postgresql://"))
-if IS_POSTGRES:
-    postgres_bench_database("create")
-
-import django  # noqa: E402
-
-django.setup()
+SCRATCH, IS_POSTGRES = django_in_scratch("charts-bench-")
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402

@@ -155,6 +155,9 @@ def test_stop_then_start_by_name_then_delete(stack):
     assert (again.status_code, again.json()["status"]) == (200, "terminated")
     reborn = create(stack, "e2e-cycle")
     assert reborn != instance_id
+    # The new instance of the reused name really comes up (and its create is over before the
+    # next test injects a one-shot create fault that it would otherwise take).
+    stack.wait_status(reborn, "ready", timeout=90)
     events = stack.api("GET", f"/api/instances/{instance_id}/events").json()["events"]
     last_change = next(e for e in events if e.get("fromStatus") != e.get("toStatus"))
     assert last_change["toStatus"] == "terminated"

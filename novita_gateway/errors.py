@@ -56,6 +56,11 @@ class InvalidInstanceState(ApiError):
     code = "INVALID_INSTANCE_STATE"
     message = "The instance cannot do that in its current state"
 
+    @classmethod
+    def changed_meanwhile(cls) -> InvalidInstanceState:
+        """Another actor moved the instance between our read and our guarded update."""
+        return cls("Instance changed state meanwhile; try again", code="INSTANCE_STATE_CHANGED")
+
 
 class FeatureDisabled(ApiError):
     status_code = 404

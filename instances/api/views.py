@@ -221,9 +221,7 @@ def _stop(request, instance: Instance, data: dict) -> Response:
         instance, webhook_url=data.get("webhookUrl"), actor=actor_of(request)
     )
     if stopped is None:
-        raise InvalidInstanceState(
-            "Instance changed state meanwhile; try again", code="INSTANCE_STATE_CHANGED"
-        )
+        raise InvalidInstanceState.changed_meanwhile()
     return Response(_operation(stopped, "Instance stop initiated successfully"))
 
 

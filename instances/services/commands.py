@@ -134,9 +134,7 @@ def start_instance(
         **fields,
     )
     if updated is None:
-        raise InvalidInstanceState(
-            "Instance changed state meanwhile; try again", code="INSTANCE_STATE_CHANGED"
-        )
+        raise InvalidInstanceState.changed_meanwhile()
     _call_upstream_action(updated, "start")
     return updated
 
@@ -221,9 +219,7 @@ def delete_instance(instance: Instance, *, source: str = "api", actor: str = "")
         current = Instance.objects.get(pk=instance.pk)
         if _terminating(current):
             return current  # a concurrent DELETE won; same answer as a retry
-        raise InvalidInstanceState(
-            "Instance changed state meanwhile; try again", code="INSTANCE_STATE_CHANGED"
-        )
+        raise InvalidInstanceState.changed_meanwhile()
     _call_upstream_action(updated, "delete")
     return updated
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import quote
 from django.forms.models import BaseInlineFormSet
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -529,7 +530,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin, admin.ModelAdmin):
 
     @admin.display(description="instance", ordering="instance__name")
     def instance_link(self, obj):
-        url = reverse("admin:instances_instance_change", args=[obj.instance_id])
+        url = reverse("admin:instances_instance_change", args=[quote(obj.instance_id)])
         return format_html('<a href="{}">{}</a>', url, obj.instance.name)
 
     @admin.display(description="last error")

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
@@ -255,7 +256,7 @@ def test_operator_stops_an_instance_from_the_admin(
     )
     assert message.text == f"{instance.pk}: stop requested"
 
-    browser.get(f"{base}/admin/instances/instance/{instance.pk}/change/")
+    browser.get(f"{base}/admin/instances/instance/{quote(instance.pk)}/change/")
     badge = browser.find_element(By.CSS_SELECTOR, ".field-status_badge .status-badge")
     assert badge.text == "stopping"
     event = browser.find_element(
@@ -315,7 +316,7 @@ def test_admin_and_api_docs_work_under_the_content_security_policy(
     pages = [
         ("/admin/dashboard/", "by-status"),
         ("/admin/instances/instance/", "changelist"),
-        (f"/admin/instances/instance/{instance.pk}/change/", "content-main"),
+        (f"/admin/instances/instance/{quote(instance.pk)}/change/", "content-main"),
         ("/admin/ops/apikey/add/", "apikey_form"),
     ]
     for path, element_id in pages:

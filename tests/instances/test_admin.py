@@ -1,8 +1,10 @@
 """The operator admin: list, instance page, actions through the services, dashboard, outbox."""
 
+import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.messages import get_messages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -23,7 +25,8 @@ DASHBOARD = reverse("admin-dashboard")
 
 
 def change_url(instance):
-    return reverse("admin:instances_instance_change", args=[instance.pk])
+    # As the admin writes its own links: an id holding "_23" must not be read back as "#".
+    return reverse("admin:instances_instance_change", args=[quote(instance.pk)])
 
 
 def run_action(client, action, instances, **extra):
@@ -591,3 +594,31 @@ def test_dashboard_counts_what_a_real_auto_stop_sweep_did(admin_client, make_ins
     assert d.saved_stops == 1
     (run,) = d.auto_stop_runs
     assert run.lines[0].startswith(f"{idle.id} stopped")
+
+
+def test_links_to_an_instance_whose_id_looks_escaped_open_its_page(admin_client, make_instance):
+    # The admin reads "_23" in a URL as "#": one id in twelve starts with such a pair, and its
+    # dashboard and delivery links used to land on "does not exist" instead of the instance.
+    instance = make_instance(
+        id="inst_23ab5f2c9d0e1f3a", auto_stop_at=timezone.now() - timedelta(minutes=5)
+    )
+    delivery = WebhookDelivery.objects.create(
+        instance=instance,
+        url="https://hooks.example.com/h",
+        body="{}",
+        state=WebhookDelivery.State.FAILED,
+        last_error="HTTP 503",
+    )
+    pages = [
+        admin_client.get(DASHBOARD).content.decode(),
+        admin_client.get(
+            reverse("admin:instances_webhookdelivery_change", args=[delivery.pk])
+        ).content.decode(),
+    ]
+    for page in pages:
+        links = set(re.findall(r'href="(/admin/instances/instance/[^"]+/change/)"', page))
+        assert links, "the page links to the instance"
+        for link in links:
+            response = admin_client.get(link)
+            assert response.status_code == 200, link
+            assert "inst_23ab5f2c9d0e1f3a" in response.content.decode()

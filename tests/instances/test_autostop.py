@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -389,7 +390,7 @@ def test_operator_saving_settings_after_a_restart_keeps_deadline_and_warning_rig
     )
     clock(T0 + minutes(1))
     response = admin_client.post(
-        reverse("admin:instances_instance_change", args=[instance.pk]),
+        reverse("admin:instances_instance_change", args=[quote(instance.pk)]),
         {
             "webhook_deliveries-TOTAL_FORMS": "0",
             "webhook_deliveries-INITIAL_FORMS": "0",

@@ -10,6 +10,9 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 urlpatterns = [
+    # First: every client poll resolves here, and each pattern tried before it costs the poll.
+    # Paths this include does not know (api/schema/, api/docs/, api/cache/...) fall through.
+    path("api/", include("instances.api.urls")),
     # A person who opens the bare address lands on the API reference, not a 404.
     path("", RedirectView.as_view(pattern_name="docs", permanent=False), name="root"),
     # /health, /metrics, /api/cache/*, /api/metrics*
@@ -21,7 +24,6 @@ urlpatterns = [
     # The split view serves Swagger UI's start-up script as a file: no inline script, so the
     # page works under the Content-Security-Policy.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),
-    path("api/", include("instances.api.urls")),
 ]
 
 handler400 = "novita_gateway.errors.handler400"

@@ -7,11 +7,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from novita_gateway.errors import ApiError, documented_error
+from novita_gateway.renderers import FastJSONRenderer
 from novita_gateway.timeutil import iso_now
 from novita_gateway.validation import unknown_fields
 
@@ -36,7 +36,7 @@ class OpsView(APIView):
     http_method_names = ["get", "head"]
     metadata_class = None
     content_negotiation_class = FirstRenderer
-    renderer_classes = [JSONRenderer]
+    renderer_classes = [FastJSONRenderer]
 
 
 class HealthView(OpsView):

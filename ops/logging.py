@@ -3,6 +3,9 @@
 import json
 import logging
 import re
+import time
+
+import orjson
 
 from novita_gateway.context import current_correlation_id, current_request_id
 
@@ -34,9 +37,23 @@ class RequestContextFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; extra fields given with `extra={"fields": {...}}`."""
 
+    # Every request writes a line: the timestamp is formatted once a second, and orjson writes
+    # the line (the json module and strftime were half of the access log's cost).
+    _stamp: tuple[int, str] = (-1, "")
+
+    def _timestamp(self, created: float) -> str:
+        second = int(created)
+        stamp = self._stamp
+        if stamp[0] != second:
+            stamp = self._stamp = (
+                second,
+                time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(second)),
+            )
+        return stamp[1]
+
     def format(self, record):
         payload = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": redact(record.getMessage()),
@@ -50,4 +67,7 @@ class JsonFormatter(logging.Formatter):
             payload.update(fields)
         if record.exc_info:
             payload["exc"] = redact(self.formatException(record.exc_info))
-        return json.dumps(payload, default=str)
+        try:
+            return orjson.dumps(payload, default=str).decode()
+        except TypeError:  # what orjson refuses (an integer beyond 64 bits, a non-str key)
+            return json.dumps(payload, default=str)

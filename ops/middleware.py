@@ -24,8 +24,8 @@ logger = logging.getLogger("novita_gateway.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-def _client_id(request, header: str) -> str | None:
-    value = request.headers.get(header)
+def _client_id(request, meta_key: str) -> str | None:
+    value = request.META.get(meta_key)
     if value and _VALID_ID.match(value):
         return value
     return None
@@ -39,8 +39,8 @@ class RequestContextMiddleware:
 
     def __call__(self, request):
         started = time.perf_counter()
-        request_id = _client_id(request, "X-Request-ID") or f"req_{secrets.token_hex(12)}"
-        correlation_id = _client_id(request, "X-Correlation-ID")
+        request_id = _client_id(request, "HTTP_X_REQUEST_ID") or f"req_{secrets.token_hex(12)}"
+        correlation_id = _client_id(request, "HTTP_X_CORRELATION_ID")
         rid_token = request_id_var.set(request_id)
         cid_token = correlation_id_var.set(correlation_id)
         request.request_id = request_id

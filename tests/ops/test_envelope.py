@@ -1,9 +1,15 @@
 """Every error a client can see uses the contract's envelope and carries the request id."""
 
 import json
+import logging
 import re
+import time
+from datetime import UTC, datetime
 
 import pytest
+
+from novita_gateway.context import request_id_var
+from ops.logging import JsonFormatter, RequestContextFilter
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.error_urls")]
 
@@ -146,3 +152,26 @@ def test_database_outage_is_a_503_with_retry_after(client):
     assert _error(response)["code"] == "SERVICE_UNAVAILABLE"
     assert response["Retry-After"] == "5"
     assert "could not connect" not in response.content.decode()
+
+
+def test_log_lines_are_json_with_request_id_fields_and_masked_secrets():
+    formatter = JsonFormatter()
+    token = request_id_var.set("req-log-1")
+    try:
+        record = logging.LogRecord(
+            "novita_gateway.access", logging.INFO, __file__, 1, "token=%s", ("hunter22",), None
+        )
+        RequestContextFilter().filter(record)
+    finally:
+        request_id_var.reset(token)
+    record.fields = {"status": 200, "huge": 2**70, "at": datetime(2026, 1, 2, tzinfo=UTC)}
+    line = formatter.format(record)
+    assert "\n" not in line
+    payload = json.loads(line)
+    assert payload["request_id"] == "req-log-1" and payload["level"] == "INFO"
+    assert payload["msg"] == "token=[REDACTED]"
+    assert payload["status"] == 200 and payload["huge"] == 2**70
+    assert payload["at"].startswith("2026-01-02")
+    # The timestamp is the record's own second, in the log's format.
+    expected = time.strftime("%Y-%m-%dT%H:%M:%S", formatter.converter(int(record.created)))
+    assert payload["ts"] == expected

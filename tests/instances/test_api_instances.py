@@ -1,16 +1,20 @@
 """Endpoints 2-4 and 6-9 of the contract: status codes, validation rules, response shapes."""
 
 import re
+import time
+from unittest import mock
 
 import pytest
 from django.utils import timezone
 
 from instances import history
+from instances.api.views import InstanceDetailView
 from instances.models import Instance, InstanceEvent
 from instances.representations import InstanceDetailOut
 from instances.services import transitions
 from instances.status import Desired, Status
 from ops import metrics
+from ops.models import ApiKey
 from tests.instances.upstream import remote_instance
 from tests.ops.test_metrics import private_state  # noqa: F401 - fixture
 from tests.ops.test_ratelimit import fresh_window
@@ -157,7 +161,51 @@ def test_get_returns_detail_shape(api, make_instance, novita):
     assert len(novita.mock.calls) == 0, "a read must not call upstream"
 
 
-def test_a_status_change_is_visible_to_the_very_next_poll(api, make_instance):
+@pytest.fixture(params=["open", "keyed"])
+def poller(request, api):
+    """A polling client without a key (an open API: DRF answers) or with a valid one (the poll's
+    direct path answers): every guarantee of a poll must hold on both."""
+    if request.param == "keyed":
+        _key, raw = ApiKey.issue(f"poller-{time.monotonic_ns()}")
+        api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return api
+
+
+def test_a_keyed_poll_answers_exactly_what_the_full_api_path_answers(api, make_instance):
+    _key, raw = ApiKey.issue("poller")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    instance = make_instance(
+        port_mappings=[{"port": 8888, "endpoint": "https://abc.novita.test:8888", "type": "http"}],
+        connection_details={"ssh": "ssh root@abc -p 22"},
+        price_per_hour=35000,
+    )
+    # (finalize_response: DRF calls it on every answer, the schema generator never does.)
+    drf = mock.patch.object(InstanceDetailView, "finalize_response", side_effect=AssertionError)
+    with drf:
+        direct = api.get(f"/api/instances/{instance.id}")
+    # A format override is something to negotiate: this one goes through DRF whatever the key.
+    through_drf = api.get(f"/api/instances/{instance.id}?format=json")
+    assert direct.status_code == through_drf.status_code == 200
+    for header in ("Content-Type", "Allow", "X-RateLimit-Limit"):
+        assert direct.get(header) == through_drf.get(header), header
+    body, other = direct.json(), through_drf.json()
+    assert body == {**other, "billedSeconds": body["billedSeconds"], "costSoFar": body["costSoFar"]}
+
+
+def test_a_poll_with_a_revoked_key_is_refused_at_once(api, make_instance):
+    instance = make_instance()
+    key, raw = ApiKey.issue("leaked-poller")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert api.get(f"/api/instances/{instance.id}").status_code == 200
+    ApiKey.revoke_all(ApiKey.objects.filter(pk=key.pk))
+    response = api.get(f"/api/instances/{instance.id}")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "UNAUTHORIZED"
+    assert "id" not in response.json()
+
+
+def test_a_status_change_is_visible_to_the_very_next_poll(poller, make_instance):
+    api = poller
     instance = make_instance(status=Status.READY)
     assert api.get(f"/api/instances/{instance.id}").json()["status"] == "ready"
     transitions.transition(
@@ -173,7 +221,8 @@ def test_a_status_change_is_visible_to_the_very_next_poll(api, make_instance):
     assert body["statusReason"] == "stop requested"
 
 
-def test_billed_time_stops_at_a_stop_seen_by_the_very_next_poll(api, make_instance):
+def test_billed_time_stops_at_a_stop_seen_by_the_very_next_poll(poller, make_instance):
+    api = poller
     instance = make_instance(status=Status.READY)
     api.get(f"/api/instances/{instance.id}")  # the poll before the stop reads the trail
     transitions.transition(
@@ -187,7 +236,8 @@ def test_billed_time_stops_at_a_stop_seen_by_the_very_next_poll(api, make_instan
     assert body["statusReason"] == "stopped"
 
 
-def test_a_poll_shows_the_row_as_the_orm_reads_it(api, make_instance):
+def test_a_poll_shows_the_row_as_the_orm_reads_it(poller, make_instance):
+    api = poller
     now = timezone.now()
     instance = make_instance(
         port_mappings=[{"port": 22, "endpoint": "abc.novita.test:22", "type": "tcp"}],
@@ -205,7 +255,8 @@ def test_a_poll_shows_the_row_as_the_orm_reads_it(api, make_instance):
 
 
 @pytest.mark.usefixtures("private_state")
-def test_polls_count_toward_the_rate_limit_and_the_metrics(api, make_instance, settings):
+def test_polls_count_toward_the_rate_limit_and_the_metrics(poller, make_instance, settings):
+    api = poller
     instance = make_instance()
     settings.RATE_LIMIT_PER_MINUTE = 3
     fresh_window()
@@ -218,7 +269,8 @@ def test_polls_count_toward_the_rate_limit_and_the_metrics(api, make_instance, s
 
 
 @pytest.mark.parametrize("accept", [None, "*/*", "application/json", "text/html, */*;q=0.8"])
-def test_a_poll_answers_json_to_clients_that_take_it(api, make_instance, accept):
+def test_a_poll_answers_json_to_clients_that_take_it(poller, make_instance, accept):
+    api = poller
     instance = make_instance()
     headers = {"HTTP_ACCEPT": accept} if accept else {}
     response = api.get(f"/api/instances/{instance.id}", **headers)
@@ -232,15 +284,17 @@ def test_a_poll_answers_json_to_clients_that_take_it(api, make_instance, accept)
     [("", "text/html", 406), ("?format=xml", "*/*", 404), ("?format=xml", "text/html", 404)],
 )
 def test_a_poll_in_a_format_we_do_not_serve_is_refused_in_the_envelope(
-    api, make_instance, query, accept, status
+    poller, make_instance, query, accept, status
 ):
+    api = poller
     instance = make_instance()
     response = api.get(f"/api/instances/{instance.id}{query}", HTTP_ACCEPT=accept)
     assert response.status_code == status
     assert "error" in response.json()
 
 
-def test_get_unknown_instance_is_404_envelope(api):
+def test_get_unknown_instance_is_404_envelope(poller):
+    api = poller
     response = api.get("/api/instances/inst_invalid")
     assert response.status_code == 404
     error = response.json()["error"]

@@ -35,9 +35,10 @@ def postgres_bench_database(action: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def django_in_scratch(prefix: str) -> tuple[Path, bool]:
-    """Set Django up for an in-process bench: runtime files in a scratch folder, no Redis,
-    SQLite there unless DATABASE_URL names a (throwaway, *_bench) PostgreSQL database.
+def django_in_scratch(prefix: str, *, keep_redis: bool = False) -> tuple[Path, bool]:
+    """Set Django up for an in-process bench: runtime files in a scratch folder, no Redis (unless
+    `keep_redis` and REDIS_URL is set), SQLite there unless DATABASE_URL names a (throwaway,
+    *_bench) PostgreSQL database.
 
     Returns the scratch folder and whether the database is PostgreSQL.
     """
@@ -47,7 +48,8 @@ def django_in_scratch(prefix: str) -> tuple[Path, bool]:
     os.environ.setdefault(
         "DJANGO_SECRET_KEY", "bench-only-secret-key-not-for-production-0123456789"
     )
-    os.environ.pop("REDIS_URL", None)
+    if not keep_redis:
+        os.environ.pop("REDIS_URL", None)
     if not os.environ.get("DATABASE_URL"):
         os.environ["DATABASE_URL"] = f"sqlite:///{scratch / 'bench.sqlite3'}"
     is_postgres = os.environ["DATABASE_URL"].startswith(("postgres://", "postgresql://"))

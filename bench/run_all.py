@@ -102,10 +102,27 @@ def plan() -> list[Run]:
         env={"DATABASE_URL": PG_BENCH_URL, "REDIS_URL": REDIS_BENCH_URL},
         label="PostgreSQL + Redis",
     )
+    poll_cpu_pg = Run(
+        "poll_cpu_pg",
+        "poll_cpu.py",
+        quick_args=["--polls", "200", "--rounds", "3"],
+        # Its own database and Redis database number, so it never touches a running gateway's.
+        env={"DATABASE_URL": PG_BENCH_URL, "REDIS_URL": "redis://127.0.0.1:6379/14"},
+        label="PostgreSQL + Redis",
+    )
     if not (answers(5432) and answers(6379)):
         saturation_pg.skipped = "no PostgreSQL and Redis answering on 127.0.0.1"
+        poll_cpu_pg.skipped = saturation_pg.skipped
     runs += [
         saturation_pg,
+        Run(
+            "poll_cpu",
+            "poll_cpu.py",
+            quick_args=["--polls", "200", "--rounds", "3"],
+            env={"DATABASE_URL": None, "REDIS_URL": None},
+            label="SQLite",
+        ),
+        poll_cpu_pg,
         Run("comprehensive_listing", "comprehensive_listing.py", quick_args=["1000"]),
         Run(
             "autostop_sweep",
@@ -302,6 +319,17 @@ def targets(runs: dict[str, Run]) -> list[tuple[str, str, str, str]]:
             continue
         for row in saturation_rows(key, run.output):
             add(area, *row)
+
+    # CPU of a poll in process: the steady figure beside the noisy req/s above.
+    for key, label in (("poll_cpu", "SQLite"), ("poll_cpu_pg", "PostgreSQL + Redis")):
+        run = runs.get(key)
+        area = f"Poll CPU in process ({label})"
+        if why := unavailable(run):
+            add(area, "CPU per poll, no server (reported)", "-", why)
+            continue
+        found = _find(r"CPU per poll\s+median ([\d,]+) us, best ([\d,]+) us", run.output)
+        measured = f"{found[-1][0]} us median, {found[-1][1]} us best" if found else "-"
+        add(area, "CPU per poll, no server (reported)", measured, "reported")
 
     # Comprehensive listing: the script prints its own per-size target lines.
     run = runs.get("comprehensive_listing")
@@ -556,6 +584,9 @@ def headline(runs: dict[str, Run]) -> list[str]:
         "**Polling headline** (GET /api/instances/{id} at saturation: wrk, 20 keep-alive "
         "connections, auth, rate limit and metrics on, beside a static WSGI app returning the "
         "same body, same run, medians): " + "; ".join(parts) + ". Target: >= 0.25.",
+        "",
+        "How the poll got there, each cut measured beside the code before it: "
+        "[polling-performance.md](polling-performance.md).",
     ]
 
 

@@ -45,8 +45,8 @@ def actor_of(request) -> str:
     return getattr(user, "ident", "") or ""
 
 
-def get_instance_or_404(instance_id: str) -> Instance:
-    instance = lookups.instance_by_id(instance_id)
+def get_instance_or_404(instance_id: str, read=lookups.instance_by_id) -> Instance:
+    instance = read(instance_id)
     if instance is None:
         raise InstanceNotFound(details=f"Instance with ID '{instance_id[:100]}' does not exist")
     return instance
@@ -135,7 +135,7 @@ class InstanceDetailView(APIView):
         # the answer is written here, the same bytes and headers DRF would write. Anything else
         # (no key, a bad key, another Accept, an unknown id, another method) goes through DRF.
         if request.method == "GET" and takes_json_as_is(request) and client_of(request):
-            instance = lookups.instance_by_id(kwargs["instance_id"])
+            instance = lookups.instance_for_poll(kwargs["instance_id"])
             if instance is not None:
                 response = HttpResponse(
                     FastJSONRenderer().render(detail_body(instance)),
@@ -157,7 +157,7 @@ class InstanceDetailView(APIView):
         responses={200: InstanceDetailOut, 404: ERRORS[404]},
     )
     def get(self, request, instance_id):
-        return Response(detail_body(get_instance_or_404(instance_id)))
+        return Response(detail_body(get_instance_or_404(instance_id, lookups.instance_for_poll)))
 
     @extend_schema(
         summary="Terminate an instance",

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from novita_gateway.context import request_id_var
-from ops.logging import JsonFormatter, RequestContextFilter
+from ops.logging import JsonFormatter, RequestContextFilter, redact
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.error_urls")]
 
@@ -175,3 +175,18 @@ def test_log_lines_are_json_with_request_id_fields_and_masked_secrets():
     # The timestamp is the record's own second, in the log's format.
     expected = time.strftime("%Y-%m-%dT%H:%M:%S", formatter.converter(int(record.created)))
     assert payload["ts"] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("Authorization: Bearer abcdef123456", "Authorization: [REDACTED] [REDACTED]"),
+        ("calling with bearer abcdef123456", "calling with bearer [REDACTED]"),
+        ('{"api_key": "sk-live-123456"}', '{"api_key": "[REDACTED]"}'),
+        ("X-API-Key=k1234567 and more", "X-API-Key=[REDACTED] and more"),
+        ("PASSWORD: hunter22", "PASSWORD: [REDACTED]"),
+        ("GET /api/instances/inst_1 200 1.2ms", "GET /api/instances/inst_1 200 1.2ms"),
+    ],
+)
+def test_secrets_are_masked_in_any_case_and_other_lines_pass_untouched(text, shown):
+    assert redact(text) == shown

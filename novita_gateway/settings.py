@@ -402,7 +402,7 @@ LOGGING = {
     "formatters": {"json": {"()": "ops.logging.JsonFormatter"}},
     "handlers": {
         "console": {
-            "class": "logging.StreamHandler",
+            "class": "ops.logging.LineHandler",
             "formatter": "json",
             "filters": ["request_context"],
         }

@@ -2,7 +2,9 @@
 
 import json
 import logging
+import os
 import re
+import select
 import time
 
 import orjson
@@ -79,3 +81,49 @@ class JsonFormatter(logging.Formatter):
             return orjson.dumps(payload, default=str).decode()
         except TypeError:  # what orjson refuses (an integer beyond 64 bits, a non-str key)
             return json.dumps(payload, default=str)
+
+
+class LineHandler(logging.StreamHandler):
+    """A StreamHandler that writes each line with one write(2), without the handler's lock.
+
+    Every request writes a line, from several threads of one process. StreamHandler formats and
+    writes while holding its lock; the write releases the GIL, and getting it back behind busy
+    threads kept the lock held for milliseconds: under load, request threads spent a seventh of
+    their time queued on it. One write(2) of a whole line is atomic on a pipe (up to PIPE_BUF
+    bytes) and on a regular file, so lines from different threads never interleave; a longer
+    line, or a stream without a file descriptor, is written under the lock as before."""
+
+    def handle(self, record):
+        if not self.filter(record):
+            return False
+        try:
+            data = (self.format(record) + self.terminator).encode("utf-8", "replace")
+        except Exception:  # noqa: BLE001 - logging must never break the caller
+            self.handleError(record)
+            return False
+        fd = self._fd()
+        if fd is not None and len(data) <= select.PIPE_BUF:
+            try:
+                os.write(fd, data)
+            except OSError:
+                self.handleError(record)
+            return True
+        line = data.decode("utf-8")
+        with self.lock:
+            try:
+                self.stream.write(line)
+                self.stream.flush()
+            except Exception:  # noqa: BLE001
+                self.handleError(record)
+        return True
+
+    def _fd(self) -> int | None:
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):  # a StringIO, a closed stream
+            return None
+        if self.__dict__.get("_flushed_for") is not self.stream:
+            with self.lock:
+                self.stream.flush()  # what went through the stream before goes first
+            self._flushed_for = self.stream
+        return fd

@@ -1,0 +1,52 @@
+"""The log handler: whole lines from any number of threads, never interleaved."""
+
+import json
+import logging
+import os
+import threading
+
+from ops.logging import JsonFormatter, LineHandler
+
+
+def _lines_through_a_pipe(messages_per_thread: int, threads: int, size: int) -> list[str]:
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    handler = LineHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    chunks: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: chunks.extend(iter(lambda: os.read(read_end, 65536), b""))
+    )
+    reader.start()
+
+    def log(n: int) -> None:
+        for i in range(messages_per_thread):
+            record = logging.LogRecord("t", logging.INFO, __file__, 1, "%s", (str(n) * size,), None)
+            record.fields = {"thread": n, "i": i}
+            handler.handle(record)
+
+    workers = [threading.Thread(target=log, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    stream.close()
+    reader.join()
+    os.close(read_end)
+    return b"".join(chunks).decode().splitlines()
+
+
+def test_lines_from_many_threads_arrive_whole_and_in_order_per_thread():
+    lines = _lines_through_a_pipe(messages_per_thread=300, threads=8, size=150)
+    records = [json.loads(line) for line in lines]  # a torn line would not parse
+    assert len(records) == 8 * 300
+    for n in range(8):
+        mine = [r["i"] for r in records if r["thread"] == n]
+        assert mine == list(range(300))
+        assert all(r["msg"] == str(n) * 150 for r in records if r["thread"] == n)
+
+
+def test_lines_longer_than_an_atomic_pipe_write_arrive_whole_too():
+    lines = _lines_through_a_pipe(messages_per_thread=20, threads=4, size=20_000)
+    assert len(lines) == 80
+    assert all(len(json.loads(line)["msg"]) == 20_000 for line in lines)

@@ -104,7 +104,8 @@ class LineHandler(logging.StreamHandler):
         fd = self._fd()
         if fd is not None and len(data) <= select.PIPE_BUF:
             try:
-                os.write(fd, data)
+                while data:  # one call, unless interrupted or the disk fills part-way
+                    data = data[os.write(fd, data) :]
             except OSError:
                 self.handleError(record)
             return True

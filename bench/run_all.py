@@ -77,6 +77,30 @@ def answers(port: int) -> bool:
         return False
 
 
+def on_both_databases(
+    name: str, *, quick_args: list[str], redis_url: str, sqlite_args: list[str] = ()
+) -> tuple[Run, Run]:
+    """bench/NAME.py on SQLite without Redis, then as NAME_pg on PostgreSQL + Redis."""
+    sqlite = Run(
+        name,
+        f"{name}.py",
+        args=list(sqlite_args),
+        quick_args=quick_args,
+        env={"DATABASE_URL": None, "REDIS_URL": None},
+        label="SQLite",
+    )
+    postgres = Run(
+        f"{name}_pg",
+        f"{name}.py",
+        quick_args=quick_args,
+        env={"DATABASE_URL": PG_BENCH_URL, "REDIS_URL": redis_url},
+        label="PostgreSQL + Redis",
+    )
+    if not (answers(5432) and answers(6379)):
+        postgres.skipped = "no PostgreSQL and Redis answering on 127.0.0.1"
+    return sqlite, postgres
+
+
 def plan() -> list[Run]:
     runs = [
         Run("upstream_client", "upstream_client.py", quick_args=["1000"]),
@@ -85,44 +109,19 @@ def plan() -> list[Run]:
             "client_polling.py",
             quick_args=["--seconds", "5", "--instances", "20", "--pollers", "5"],
         ),
-        Run(
+        # The profile needs py-spy (PYSPY=path or on PATH); without it the bench says so.
+        *on_both_databases(
             "polling_saturation",
-            "polling_saturation.py",
-            # The profile needs py-spy (PYSPY=path or on PATH); without it the bench says so.
-            args=["--profile"],
             quick_args=["--rounds", "1", "--seconds", "3"],
-            env={"DATABASE_URL": None, "REDIS_URL": None},
-            label="SQLite",
+            redis_url=REDIS_BENCH_URL,
+            sqlite_args=["--profile"],
         ),
-    ]
-    saturation_pg = Run(
-        "polling_saturation_pg",
-        "polling_saturation.py",
-        quick_args=["--rounds", "1", "--seconds", "3"],
-        env={"DATABASE_URL": PG_BENCH_URL, "REDIS_URL": REDIS_BENCH_URL},
-        label="PostgreSQL + Redis",
-    )
-    poll_cpu_pg = Run(
-        "poll_cpu_pg",
-        "poll_cpu.py",
-        quick_args=["--polls", "200", "--rounds", "3"],
-        # Its own database and Redis database number, so it never touches a running gateway's.
-        env={"DATABASE_URL": PG_BENCH_URL, "REDIS_URL": "redis://127.0.0.1:6379/14"},
-        label="PostgreSQL + Redis",
-    )
-    if not (answers(5432) and answers(6379)):
-        saturation_pg.skipped = "no PostgreSQL and Redis answering on 127.0.0.1"
-        poll_cpu_pg.skipped = saturation_pg.skipped
-    runs += [
-        saturation_pg,
-        Run(
+        # Its own Redis database number, so it never touches a running gateway's.
+        *on_both_databases(
             "poll_cpu",
-            "poll_cpu.py",
             quick_args=["--polls", "200", "--rounds", "3"],
-            env={"DATABASE_URL": None, "REDIS_URL": None},
-            label="SQLite",
+            redis_url="redis://127.0.0.1:6379/14",
         ),
-        poll_cpu_pg,
         Run("comprehensive_listing", "comprehensive_listing.py", quick_args=["1000"]),
         Run(
             "autostop_sweep",

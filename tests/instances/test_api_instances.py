@@ -171,14 +171,30 @@ def poller(request, api):
     return api
 
 
-def test_a_keyed_poll_answers_exactly_what_the_full_api_path_answers(api, make_instance):
-    _key, raw = ApiKey.issue("poller")
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    instance = make_instance(
-        port_mappings=[{"port": 8888, "endpoint": "https://abc.novita.test:8888", "type": "http"}],
+@pytest.fixture
+def described(make_instance):
+    """An instance with every optional field of the poll's body set."""
+    now = timezone.now()
+    return make_instance(
+        port_mappings=[
+            {"port": 8888, "endpoint": "https://abc.novita.test:8888", "type": "http"},
+            {"port": 22, "endpoint": "abc.novita.test:22", "type": "tcp"},
+        ],
         connection_details={"ssh": "ssh root@abc -p 22"},
+        ready_at=now,
+        last_used_at=now,
+        auto_stop_at=now,
+        auto_stop_minutes=7,
+        stopped_at=now,
+        failure_reason="readiness deadline passed",
         price_per_hour=35000,
     )
+
+
+def test_a_keyed_poll_answers_exactly_what_the_full_api_path_answers(api, described):
+    _key, raw = ApiKey.issue("poller")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    instance = described
     # (finalize_response: DRF calls it on every answer, the schema generator never does.)
     drf = mock.patch.object(InstanceDetailView, "finalize_response", side_effect=AssertionError)
     with drf:
@@ -192,20 +208,10 @@ def test_a_keyed_poll_answers_exactly_what_the_full_api_path_answers(api, make_i
     assert body == {**other, "billedSeconds": body["billedSeconds"], "costSoFar": body["costSoFar"]}
 
 
-def test_a_poll_reads_one_row_and_nothing_else(poller, make_instance, django_assert_num_queries):
+def test_a_poll_reads_one_row_and_nothing_else(poller, described, django_assert_num_queries):
     # Every field the body shows is in the poll's one read: a field left out of it would cost a
     # second query, on every poll, the first time the body touched it.
-    now = timezone.now()
-    instance = make_instance(
-        port_mappings=[{"port": 8888, "endpoint": "https://abc.novita.test:8888", "type": "http"}],
-        connection_details={"ssh": "ssh root@abc -p 22"},
-        ready_at=now,
-        last_used_at=now,
-        auto_stop_at=now,
-        stopped_at=now,
-        failure_reason="readiness deadline passed",
-        price_per_hour=35000,
-    )
+    instance = described
     poller.get(f"/api/instances/{instance.id}")  # the key, the trail and the schema, once
     with django_assert_num_queries(1):
         body = poller.get(f"/api/instances/{instance.id}").json()
@@ -256,18 +262,9 @@ def test_billed_time_stops_at_a_stop_seen_by_the_very_next_poll(poller, make_ins
     assert body["statusReason"] == "stopped"
 
 
-def test_a_poll_shows_the_row_as_the_orm_reads_it(poller, make_instance):
+def test_a_poll_shows_the_row_as_the_orm_reads_it(poller, described):
     api = poller
-    now = timezone.now()
-    instance = make_instance(
-        port_mappings=[{"port": 22, "endpoint": "abc.novita.test:22", "type": "tcp"}],
-        connection_details={"ssh": "ssh root@abc -p 22"},
-        ready_at=now,
-        last_used_at=now,
-        auto_stop_at=now,
-        auto_stop_minutes=7,
-        failure_reason="readiness deadline passed",
-    )
+    instance = described
     body = api.get(f"/api/instances/{instance.id}").json()
     instance = Instance.objects.get(pk=instance.id)
     expected = InstanceDetailOut.render(instance, **history.billing(instance).as_values())

@@ -14,6 +14,9 @@ class OpsConfig(AppConfig):
     def ready(self):
         # Celery task signals -> job metrics (connected once, by dispatch_uid).
         from . import signals  # noqa: F401
+        from .caching import skip_closing_caches_after_requests
+
+        skip_closing_caches_after_requests()
 
         # Say loudly at start how the API stands without environment keys (admin-issued keys
         # are not visible here: no database in ready()).

@@ -234,3 +234,36 @@ def test_file_cache_without_redis_reads_back_what_it_wrote(tmp_path):
     assert cache.get("snapshot") == rows
     cache.set("gone", 1, -1)
     assert cache.get("gone") is None
+
+
+REDIS = "django_redis.cache.RedisCache"
+
+
+@pytest.mark.parametrize(
+    ("config", "no_op"),
+    [
+        ({"BACKEND": "ops.caching.FileCache"}, True),
+        ({"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}, True),
+        ({"BACKEND": REDIS}, True),
+        ({"BACKEND": REDIS, "OPTIONS": {"CLOSE_CONNECTION": True}}, False),
+        # Memcached clients close their sockets: Django's close after each request matters.
+        ({"BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache"}, False),
+    ],
+)
+def test_closing_is_skipped_only_for_backends_whose_close_does_nothing(config, no_op):
+    assert caching.closing_is_a_no_op(config) is no_op
+
+
+def test_a_redis_cache_asked_to_close_its_connections_keeps_being_closed(settings):
+    settings.DJANGO_REDIS_CLOSE_CONNECTION = True
+    assert not caching.closing_is_a_no_op({"BACKEND": REDIS})
+
+
+@pytest.mark.django_db
+def test_a_request_does_not_close_every_cache_when_none_needs_it(api, monkeypatch):
+    closed = []
+    monkeypatch.setattr(caching.FileCache, "close", lambda self, **kw: closed.append(self))
+    for name in settings.CACHES:
+        caches[name].get("warm")  # opened in this thread: Django would close each after a request
+    assert api.get("/api/instances").status_code == 200
+    assert closed == []

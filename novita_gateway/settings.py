@@ -73,11 +73,14 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "ops.middleware.PageContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Named as Django names them: `check --deploy` looks for these two by name, and skips its
+    # session-cookie and CSRF checks without them.
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    # The admin's user and messages, skipped on the JSON API (ops.middleware.browser_only).
+    "ops.middleware.AuthenticationMiddleware",
+    "ops.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: throttles repeated failed admin logins.
     "axes.middleware.AxesMiddleware",

@@ -9,6 +9,8 @@ from urllib.parse import unquote_plus
 from csp.middleware import CSPMiddleware
 from django import db
 from django.conf import settings
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.messages import middleware as messages_middleware
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404
 
@@ -19,6 +21,38 @@ from novita_gateway.parsers import CONTROL_CHARACTERS
 from . import metrics
 
 logger = logging.getLogger("novita_gateway.access")
+
+# Under /api/ but pages for a browser (Swagger UI, the schema it loads), not the JSON API.
+API_DOC_PREFIXES = ("/api/docs/", "/api/schema/")
+
+
+def json_api_path(path: str) -> bool:
+    """True for the JSON API: what API clients call with a key, never with a browser session."""
+    return path.startswith("/api/") and not path.startswith(API_DOC_PREFIXES)
+
+
+def browser_only(middleware: type) -> type:
+    """`middleware`, skipped on the JSON API.
+
+    The logged-in user and flash messages serve the admin's pages; an API request carries a
+    key instead (DRF authenticates it). Running them anyway built a lazy user and a message
+    store on every poll. A subclass, so Django's checks (the admin needs both) still see them.
+    Sessions and CSRF stay as Django names them: `check --deploy` looks for those by name."""
+
+    class BrowserOnly(middleware):
+        def __call__(self, request):
+            if json_api_path(request.path):
+                return self.get_response(request)
+            return super().__call__(request)
+
+    BrowserOnly.__name__ = BrowserOnly.__qualname__ = middleware.__name__
+    BrowserOnly.__module__ = __name__
+    BrowserOnly.__doc__ = f"{middleware.__module__}.{middleware.__name__}, not on the JSON API."
+    return BrowserOnly
+
+
+AuthenticationMiddleware = browser_only(auth_middleware.AuthenticationMiddleware)
+MessageMiddleware = browser_only(messages_middleware.MessageMiddleware)
 
 # A client-chosen id is echoed in headers and logs, so it must be short and printable.
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -143,6 +177,11 @@ class RejectControlCharactersMiddleware:
 class PageContentSecurityPolicyMiddleware(CSPMiddleware):
     """django-csp's policy on HTML pages only (admin, API docs). JSON answers carry no markup to
     protect, and the API's hot paths skip building the header."""
+
+    def __call__(self, request):
+        if json_api_path(request.path):
+            return self.get_response(request)
+        return super().__call__(request)
 
     def process_response(self, request, response):
         if not response.get("Content-Type", "").startswith("text/html"):

@@ -26,11 +26,11 @@ from novita_gateway.errors import error_response
 
 from . import counters, metrics
 from .auth import client_ip, client_of
+from .middleware import json_api_path
 
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
-EXEMPT_PREFIXES = ("/api/docs/", "/api/schema/")
 
 
 def client_identity(request) -> str:
@@ -46,7 +46,7 @@ def bucket_for(identity: str) -> str:
 
 
 def applies_to(path: str) -> bool:
-    return path.startswith("/api/") and not path.startswith(EXEMPT_PREFIXES)
+    return json_api_path(path)
 
 
 class RateLimitMiddleware:

@@ -50,3 +50,26 @@ def test_lines_longer_than_an_atomic_pipe_write_arrive_whole_too():
     lines = _lines_through_a_pipe(messages_per_thread=20, threads=4, size=20_000)
     assert len(lines) == 80
     assert all(len(json.loads(line)["msg"]) == 20_000 for line in lines)
+
+
+def test_a_web_workers_lean_log_records_write_the_same_line(monkeypatch):
+    # wsgi.py turns off the caller, thread and process lookups for the web's log records:
+    # the JSON line must not have needed any of them.
+    def line() -> dict:
+        logger = logging.getLogger("novita_gateway.access")
+        record = logger.makeRecord(logger.name, logging.INFO, "f.py", 1, "GET %s", ("/x",), None)
+        record.fields = {"status": 200}
+        return json.loads(JsonFormatter().format(record))
+
+    full = line()
+    for name, value in [
+        ("_srcfile", None),
+        ("logThreads", False),
+        ("logProcesses", False),
+        ("logMultiprocessing", False),
+    ]:
+        monkeypatch.setattr(logging, name, value)
+    lean = line()
+    assert lean.pop("ts")[:16] == full.pop("ts")[:16]
+    assert lean == full
+    assert lean["msg"] == "GET /x" and lean["status"] == 200

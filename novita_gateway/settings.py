@@ -269,6 +269,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # instances/api/urls.InstanceIdConverter: any id, as on the instance's other routes (its
+    # regex only keeps the router's fixed words out, and is Python's, not JSON Schema's).
+    "PATH_CONVERTER_OVERRIDES": {"instance_id": str},
     "ENUM_NAME_OVERRIDES": {"PartStateEnum": "ops.serializers.PART_STATES"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

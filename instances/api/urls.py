@@ -13,7 +13,6 @@ from . import autostop_views, catalog_views, views
 from .fleet_views import ComprehensiveInstanceListView
 
 
-
 class InstanceIdConverter(StringConverter):
     """One path segment that is not one of the fixed words under instances/."""
 

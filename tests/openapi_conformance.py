@@ -109,7 +109,9 @@ def check(method: str, path: str, response) -> str | None:
     where = f"{method.upper()} {path} -> {status}"
     found = _documented_path(path)
     if found is None:
-        assert status == 404, f"{where}: path is not in the schema"
+        # Before routing, the request checks (control characters, body size, rate limit) may
+        # answer an unknown path too: /api/instances/\r?source=%7F is a 400, not a 404.
+        assert status in (404, *BEFORE_THE_VIEW), f"{where}: path is not in the schema"
         _validate_body(_error_envelope_schema(), response, where)
         return None
     template, item = found

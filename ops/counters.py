@@ -173,17 +173,17 @@ def get_value(key: str) -> str | None:
     return _memory_values.get(key)
 
 
-# One command per counted request (a MULTI/EXEC pipeline was four, and a tenth of a poll's CPU);
-# the expiry is set by the hit that creates the window's key.
+# One command per claim (a MULTI/EXEC pipeline was four, and a tenth of a poll's CPU); the
+# expiry is set by the claim that creates the window's key.
 _HIT_WINDOW_LUA = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIREAT', KEYS[1], ARGV[1]) end
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
+if count == tonumber(ARGV[2]) then redis.call('EXPIREAT', KEYS[1], ARGV[1]) end
 return count
 """
 
 
-def hit_window(key: str, window_seconds: int) -> tuple[int, float]:
-    """Count one hit in the fixed window containing now; return (hits so far, window end)."""
+def hit_window(key: str, window_seconds: int, amount: int = 1) -> tuple[int, float]:
+    """Count `amount` hits in the fixed window containing now; return (hits so far, window end)."""
     now = time.time()
     window_end = (int(now) // window_seconds + 1) * window_seconds
     full_key = f"ngw:rl:{key}:{window_end}"
@@ -193,7 +193,7 @@ def hit_window(key: str, window_seconds: int) -> tuple[int, float]:
             if _state.get("hit_script_for") is not r:
                 _state["hit_script"] = r.register_script(_HIT_WINDOW_LUA)
                 _state["hit_script_for"] = r
-            count = _state["hit_script"](keys=[full_key], args=[int(window_end) + 1])
+            count = _state["hit_script"](keys=[full_key], args=[int(window_end) + 1, amount])
             return int(count), float(window_end)
         except Exception as exc:  # noqa: BLE001
             _redis_failed(exc)
@@ -201,16 +201,16 @@ def hit_window(key: str, window_seconds: int) -> tuple[int, float]:
         with _lock:
             conn = _sqlite()
             (count,) = conn.execute(
-                "INSERT INTO windows (k, n, expires) VALUES (?, 1, ?) "
-                "ON CONFLICT(k) DO UPDATE SET n = n + 1 RETURNING n",
-                (full_key, window_end),
+                "INSERT INTO windows (k, n, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT(k) DO UPDATE SET n = n + excluded.n RETURNING n",
+                (full_key, amount, window_end),
             ).fetchone()
-            if count == 1:
-                # First hit of a new window: a good moment to drop expired ones.
+            if count == amount:
+                # First claim of a new window: a good moment to drop expired ones.
                 conn.execute("DELETE FROM windows WHERE expires < ?", (now,))
         return int(count), float(window_end)
     with _lock:
-        _memory[full_key] = _memory.get(full_key, 0) + 1
+        _memory[full_key] = _memory.get(full_key, 0) + amount
         return int(_memory[full_key]), float(window_end)
 
 

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from instances.novita.client import reset_client
 from novita_gateway.celery import app as celery_app
-from ops import counters, metrics
+from ops import counters, metrics, ratelimit
 from tests import openapi_conformance
 
 celery_app.conf.task_always_eager = True
@@ -36,6 +36,7 @@ def _clean_shared_state(settings):
     for alias in settings.CACHES:
         caches[alias].clear()
     counters.reset_all()
+    ratelimit.numbering.forget()
     # Figures buffered in this process by the previous test would be flushed into this one's.
     metrics.forget_buffered()
     # Unit tests talk to a fake upstream host that only `responses` answers.

@@ -215,3 +215,67 @@ def test_two_processes_share_the_limit(client, settings):
     refused = client.get(PATH)
     assert refused.status_code == 429
     assert refused["X-RateLimit-Remaining"] == "0"
+
+
+def counting_store_calls(monkeypatch) -> list[int]:
+    """Spy on the shared store: the size of each claim made through it."""
+    claims: list[int] = []
+    real = counters.hit_window
+
+    def spy(key, window_seconds, amount=1):
+        claims.append(amount)
+        return real(key, window_seconds, amount)
+
+    monkeypatch.setattr(counters, "hit_window", spy)
+    return claims
+
+
+def test_a_busy_client_is_counted_in_blocks_not_one_shared_write_per_request(monkeypatch):
+    fresh_window()
+    claims = counting_store_calls(monkeypatch)
+    numbering = ratelimit.Numbering()
+    numbers = [numbering.next("busy", 10**6)[0] for _ in range(200)]
+    assert numbers == list(range(1, 201))
+    assert len(claims) <= 200 // ratelimit.Numbering.BLOCK_MAX + 1
+    # Numbers claimed and not yet used count as used: another process numbers after them.
+    assert ratelimit.Numbering().next("busy", 10**6)[0] > 200
+
+
+def test_near_the_limit_every_request_is_counted_on_its_own(monkeypatch):
+    fresh_window()
+    claims = counting_store_calls(monkeypatch)
+    numbering = ratelimit.Numbering()
+    numbers = [numbering.next("small", 100)[0] for _ in range(110)]
+    assert numbers == list(range(1, 111))
+    assert claims == [1] * 110
+
+
+def test_processes_sharing_a_client_never_let_it_past_its_limit():
+    # Three web processes, each with its own numbering, serve one client's requests in turn
+    # (the kernel spreads its connections): the shared count still decides.
+    fresh_window()
+    limit = 3000
+    processes = [ratelimit.Numbering() for _ in range(3)]
+    numbers = [processes[i % 3].next("shared", limit)[0] for i in range(limit + 500)]
+    admitted = [n for n in numbers if n <= limit]
+    assert len(set(numbers)) == len(numbers)  # no number handed out twice
+    assert len(admitted) <= limit
+    # Busy processes waste about one number each at the end, never more than a block.
+    assert len(admitted) >= limit - 3 * ratelimit.Numbering.BLOCK_MAX
+    assert len(admitted) >= limit - 3
+
+
+def test_a_new_window_numbers_from_one_again(monkeypatch):
+    fresh_window()
+    numbering = ratelimit.Numbering()
+    assert [numbering.next("windowed", 10**6)[0] for _ in range(3)] == [1, 2, 3]
+    later = time.time() + 60
+    monkeypatch.setattr(ratelimit.time, "time", lambda: later)
+    monkeypatch.setattr(counters.time, "time", lambda: later)
+    assert numbering.next("windowed", 10**6)[0] == 1
+
+
+def test_a_busy_clients_remaining_allowance_still_counts_down_by_one(client, limit):
+    limit(10**6)
+    remaining = [int(client.get(PATH)["X-RateLimit-Remaining"]) for _ in range(40)]
+    assert remaining == list(range(10**6 - 1, 10**6 - 41, -1))

@@ -181,7 +181,9 @@ def upstream_down():
 )
 @example(endpoint=("GET", "/api/instances/{id}"), body="", instance_id="%00", query={})
 # The client drops the \r, leaving an unknown path whose query is refused before routing (400).
-@example(endpoint=("GET", "/api/instances/{id}"), body="", instance_id="\r", query={"source": "\x7f"})
+@example(
+    endpoint=("GET", "/api/instances/{id}"), body="", instance_id="\r", query={"source": "\x7f"}
+)
 @example(endpoint=("DELETE", "/api/instances/{id}"), body="", instance_id="inst_\x00", query={})
 @example(
     endpoint=("POST", "/api/instances/start"),

@@ -50,6 +50,19 @@ def env_keys() -> list[str]:
     return [k.strip() for k in settings.GATEWAY_API_KEYS or [] if k and k.strip()]
 
 
+_env_digests: dict = {"for": None, "digests": []}
+
+
+def env_key_digests() -> list[str]:
+    """Hashes of GATEWAY_API_KEYS, in order: worked out once per value of the setting, not for
+    every request that presents a key."""
+    configured = tuple(settings.GATEWAY_API_KEYS or ())
+    if _env_digests["for"] != configured:
+        _env_digests["digests"] = [hash_key(key) for key in env_keys()]
+        _env_digests["for"] = configured
+    return _env_digests["digests"]
+
+
 def admin_keys_exist() -> bool:
     # Revoked keys count: revoking the last key must lock the API, never open it.
     cached = cache.get(CONFIGURED_CACHE_KEY)
@@ -116,8 +129,8 @@ def identify(raw: str) -> tuple[ApiClient, ApiKey | None] | None:
     # sent, and every configured key is compared so the timing says nothing about which matched.
     digest = hash_key(raw)
     matched = None
-    for index, configured in enumerate(env_keys()):
-        if hmac.compare_digest(hash_key(configured), digest) and matched is None:
+    for index, configured in enumerate(env_key_digests()):
+        if hmac.compare_digest(configured, digest) and matched is None:
             matched = f"env:{index}"
     if matched:
         return ApiClient(matched), None

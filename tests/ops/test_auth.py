@@ -460,3 +460,14 @@ def test_client_ip_without_trusted_proxies_is_the_peer(settings):
     settings.TRUSTED_PROXIES = []
     request = RequestFactory().get("/", REMOTE_ADDR="10.1.2.3", HTTP_X_FORWARDED_FOR="1.1.1.1")
     assert auth.client_ip(request) == "10.1.2.3"
+
+
+@pytest.mark.django_db
+def test_a_key_added_to_or_removed_from_the_environment_takes_effect_at_once(api, settings):
+    settings.GATEWAY_API_KEYS = ["first-key-0123456789abcdef"]
+    api.credentials(HTTP_AUTHORIZATION="Bearer second-key-0123456789abcdef")
+    assert api.get("/api/instances").status_code == 401
+    settings.GATEWAY_API_KEYS.append("second-key-0123456789abcdef")
+    assert api.get("/api/instances").status_code == 200
+    settings.GATEWAY_API_KEYS = ["first-key-0123456789abcdef"]
+    assert api.get("/api/instances").status_code == 401

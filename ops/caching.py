@@ -101,9 +101,6 @@ class FileCache(FileBasedCache):
         file.write(zlib.compress(pickle.dumps(value, self.pickle_protocol), 1))
 
 
-# --- Redis availability (per process) -------------------------------------------------------
-
-
 def closing_is_a_no_op(config: dict) -> bool:
     """True when closing this CACHES entry's backend does nothing.
 
@@ -128,6 +125,9 @@ def skip_closing_caches_after_requests() -> bool:
         return False
     request_finished.disconnect(close_caches)
     return True
+
+
+# --- Redis availability (per process) -------------------------------------------------------
 
 
 def redis_configured() -> bool:

@@ -34,10 +34,11 @@ def json_api_path(path: str) -> bool:
 def browser_only(middleware: type) -> type:
     """`middleware`, skipped on the JSON API.
 
-    The logged-in user and flash messages serve the admin's pages; an API request carries a
-    key instead (DRF authenticates it). Running them anyway built a lazy user and a message
-    store on every poll. A subclass, so Django's checks (the admin needs both) still see them.
-    Sessions and CSRF stay as Django names them: `check --deploy` looks for those by name."""
+    The logged-in user, flash messages and the pages' Content-Security-Policy serve the admin's
+    pages; an API request carries a key instead (DRF authenticates it) and gets JSON. Running
+    them anyway built a lazy user and a message store on every poll. A subclass, so Django's
+    checks (the admin needs the first two) still see them. Sessions and CSRF stay as Django
+    names them: `check --deploy` looks for those by name."""
 
     class BrowserOnly(middleware):
         def __call__(self, request):
@@ -47,7 +48,9 @@ def browser_only(middleware: type) -> type:
 
     BrowserOnly.__name__ = BrowserOnly.__qualname__ = middleware.__name__
     BrowserOnly.__module__ = __name__
-    BrowserOnly.__doc__ = f"{middleware.__module__}.{middleware.__name__}, not on the JSON API."
+    BrowserOnly.__doc__ = (
+        middleware.__doc__ or f"{middleware.__module__}.{middleware.__name__}, not on the JSON API."
+    )
     return BrowserOnly
 
 
@@ -174,14 +177,10 @@ class RejectControlCharactersMiddleware:
         return self.get_response(request)
 
 
+@browser_only
 class PageContentSecurityPolicyMiddleware(CSPMiddleware):
     """django-csp's policy on HTML pages only (admin, API docs). JSON answers carry no markup to
-    protect, and the API's hot paths skip building the header."""
-
-    def __call__(self, request):
-        if json_api_path(request.path):
-            return self.get_response(request)
-        return super().__call__(request)
+    protect, and the JSON API skips the middleware altogether."""
 
     def process_response(self, request, response):
         if not response.get("Content-Type", "").startswith("text/html"):

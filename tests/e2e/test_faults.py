@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.e2e.stack import Stack, WebhookReceiver, free_port, wait_until
+from tests.e2e.stack import Stack, WebhookReceiver, free_port, terminate, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -364,15 +364,6 @@ def _start_redis(port: int) -> subprocess.Popen:
     return proc
 
 
-def _stop_redis(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 def test_redis_stopped_and_restarted_loses_nothing():
     """Redis (broker, caches, shared counters) stopped for several seconds and restarted empty:
     API reads keep answering meanwhile (caches fall back to process memory), and an instance
@@ -396,7 +387,7 @@ def test_redis_stopped_and_restarted_loses_nothing():
         stack.fault(path="/gpu/instance/create", latency_ms=2000, count=1)
         in_flight = create(stack, "redis-in-flight")
         wait_until(lambda: not stack.faults(), 20, interval=0.05, message="create in flight")
-        _stop_redis(redis_proc)
+        terminate(redis_proc)
         outage_started = time.monotonic()
 
         while time.monotonic() - outage_started < 6:
@@ -416,4 +407,4 @@ def test_redis_stopped_and_restarted_loses_nothing():
         assert not stack.crashed(), f"processes gave up: {stack.crashed()}"
     finally:
         stack.stop()
-        _stop_redis(redis_proc)
+        terminate(redis_proc)

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from novita_gateway.gunicorn_conf import address_in_use
-from tests.e2e.stack import ROOT, Stack, free_port, procfile_web_args, wait_until
+from tests.e2e.stack import ROOT, Stack, free_port, procfile_web_args, terminate, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -43,16 +43,7 @@ def serving(port: int, log_path):
             wait_until(lambda: Stack._answers(f"http://127.0.0.1:{port}/"), 30, message="web")
             yield server
         finally:
-            stop(server)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+            terminate(server, timeout=15)
 
 
 def worker_pids(port: int) -> set[str]:
@@ -123,7 +114,7 @@ def test_a_second_web_server_on_the_same_port_refuses_to_start(tmp_path):
                 code = second.wait(timeout=30)
             finally:
                 if second.poll() is None:
-                    stop(second)
+                    terminate(second, timeout=15)
         assert code != 0
         assert "already in use" in (tmp_path / "second.log").read_text()
         # Every connection still reaches the first server's workers.

@@ -21,7 +21,8 @@ Run: .venv/bin/python bench/comprehensive_listing.py [--in-process] [--latency-m
      real network round trip would)
 Targets: cold within 1.25x of bare; warm under 100 ms for 1,000 instances; upstream requests at
 most the page count plus one. (bare knows the sandbox reads pageNum 0 as 1 and starts at 1; the
-gateway cannot know Novita's numbering, starts at 0 and pays one repeated page for it.)
+gateway cannot know Novita's numbering: its first listing starts at 0 and pays one repeated
+page, and once that listing showed page 0 is page 1 again, later ones start at 1.)
 """
 
 from __future__ import annotations

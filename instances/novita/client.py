@@ -228,6 +228,8 @@ class NovitaClient:
             self._jobs_url = self._v1 + "/jobs"
             self._jobs_headers = None
         self._secrets = tuple(s for s in (self._api_key, internal_api_key or "") if len(s) >= 4)
+        # Listing URLs whose page 0 turned out not to be a page of its own (see _pages).
+        self._page_zero_not_first: set[str] = set()
 
         self.timeout = (float(connect_timeout), float(read_timeout))
         # The (connect, read) pair bounds each socket operation only; this bounds one attempt
@@ -584,6 +586,13 @@ class NovitaClient:
         page when no `total` says more remain. An empty or refused (4xx) page 0 is not the end:
         under 1-based numbering the listing starts at page 1.
 
+        Once a complete walk of this URL has shown that page 0 is not a page of its own
+        (refused, empty before a page 1 with items, or repeated whole by page 1), later walks
+        start at page 1 and so read one page fewer. Such a walk is only taken as complete when
+        `total` distinct items came in; otherwise it reads page 0 last, and if that page brings
+        anything new the numbering was 0-based after all and walks start at 0 again. Correct
+        under every numbering; the saving holds while upstream sends `total`.
+
         Every fetched page is yielded, empty ones included, so callers can count requests; a
         page's items are the ones not seen before (without `parse`, as upstream sent them). The
         last page says whether the listing ran to its end (`complete`): it is not when the page
@@ -592,7 +601,13 @@ class NovitaClient:
         seen_ids: set[str] = set()
         unique = 0
         repeated = 0  # consecutive full pages that brought nothing new
-        for page_num in range(MAX_PAGES):
+        skipping_zero = url in self._page_zero_not_first
+        page_num = 1 if skipping_zero else 0
+        closing_zero = False  # reading the skipped page 0 last, to check the walk
+        zero_not_first = False  # this walk's evidence that page 0 is not a page of its own
+        page_zero_len: int | None = None
+        total: int | None = None
+        for _ in range(MAX_PAGES):
             try:
                 data = self._request(
                     operation,
@@ -606,7 +621,13 @@ class NovitaClient:
                     raise
                 # Some 1-based APIs reject pageNum=0 outright; page 1 then is the first page.
                 logger.info("novita %s: page 0 refused (%s); trying page 1", operation, exc)
+                if closing_zero:
+                    complete = total is None or unique >= total
+                    yield Page(items=[], page_num=0, total=total, complete=complete)
+                    return
+                zero_not_first = True
                 yield Page(items=[], page_num=0, total=None)
+                page_num = 1
                 continue
             raw = _items(operation, data, *keys)
             total = as_int(data.get("total")) if isinstance(data, dict) else None
@@ -619,8 +640,22 @@ class NovitaClient:
                     seen_ids.add(item_id)
                 fresh.append(item)
             unique += len(fresh)
-            repeated = repeated + 1 if raw and not fresh else 0
+            items = fresh if parse is None else [parse(item) for item in fresh]
             more_by_total = total is not None and unique < total
+            if closing_zero:
+                if fresh:
+                    # Page 0 held items of its own: 0-based numbering, so start there again.
+                    self._page_zero_not_first.discard(url)
+                yield Page(items=items, page_num=0, total=total, complete=not more_by_total)
+                if more_by_total:
+                    self._warn_partial(operation, unique, total)
+                return
+            if page_num == 0:
+                page_zero_len = len(raw)
+            elif page_num == 1 and raw and page_zero_len is not None:
+                # Page 1 has items: page 0 was either empty or the same page over again.
+                zero_not_first = zero_not_first or page_zero_len == 0 or not fresh
+            repeated = repeated + 1 if raw and not fresh else 0
             if not raw and page_num == 0:
                 # An empty page 0 (whatever its total says) may just mean "pages start at 1".
                 done = False
@@ -629,21 +664,27 @@ class NovitaClient:
             else:
                 done = len(raw) < page_size and not more_by_total
             stuck = repeated >= 2  # 0-as-1 repeats one page; more means pageNum is ignored
-            items = fresh if parse is None else [parse(item) for item in fresh]
             # An empty page while `total` says more remain ends the walk but proves nothing
             # about the missing ones (they may have moved between pages while we read).
             complete = done and not more_by_total
-            yield Page(items=items, page_num=page_num, total=total, complete=complete)
+            # A walk that skipped page 0 proves itself only by `total` (and not by an empty
+            # answer, which 0-based numbering would also give for page 1).
+            check_zero = done and skipping_zero and not (complete and total is not None and unique)
+            yield Page(
+                items=items, page_num=page_num, total=total, complete=complete and not check_zero
+            )
+            if check_zero:
+                closing_zero = True
+                page_num = 0
+                continue
             if done:
                 if not complete:
-                    logger.warning(
-                        "novita %s: listing ended at %d of %d items; treating it as partial",
-                        operation,
-                        unique,
-                        total,
-                    )
+                    self._warn_partial(operation, unique, total)
+                elif zero_not_first:
+                    self._page_zero_not_first.add(url)
                 return
             if stuck:
+                self._page_zero_not_first.discard(url)
                 logger.warning(
                     "novita %s: upstream answered the same page again at pageNum %d; "
                     "treating the listing as partial",
@@ -651,10 +692,21 @@ class NovitaClient:
                     page_num,
                 )
                 return
+            page_num += 1
+        self._page_zero_not_first.discard(url)
         logger.warning(
             "novita %s: stopped after %d pages (the page cap); treating the listing as partial",
             operation,
             MAX_PAGES,
+        )
+
+    @staticmethod
+    def _warn_partial(operation: str, unique: int, total: int | None) -> None:
+        logger.warning(
+            "novita %s: listing ended at %d of %d items; treating it as partial",
+            operation,
+            unique,
+            total,
         )
 
     @staticmethod

@@ -215,3 +215,132 @@ def test_the_page_cap_stops_a_listing_and_says_so(mocked, monkeypatch, caplog):
     assert len(pages) == 3
     assert pages[-1].complete is False
     assert "page cap" in caplog.text
+
+
+# Learning the numbering: a client that has seen page 0 is not a page of its own skips it.
+
+
+def serve(mocked, items, convention, with_total=True):
+    mocked.remove("GET", V1 + "/gpu/instances")
+    mocked.add_callback(
+        "GET", V1 + "/gpu/instances", callback=paged(items, convention, with_total=with_total)
+    )
+
+
+def walk(c, mocked):
+    """(ids, page numbers asked for, the last page's `complete`) of one fresh listing."""
+    mocked.calls.reset()
+    pages = list(c.iter_instance_pages(page_size=2))
+    return [i.id for p in pages for i in p], page_numbers(mocked), pages[-1].complete
+
+
+@pytest.mark.parametrize("with_total", [True, False], ids=["total", "no-total"])
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("learned_under", PAGE_CONVENTIONS)
+@pytest.mark.parametrize("convention", PAGE_CONVENTIONS)
+def test_a_listing_after_any_earlier_one_returns_every_item_whatever_the_numbering_became(
+    mocked, convention, learned_under, size, with_total
+):
+    # Whatever one walk taught the client, the next returns everything once, even if
+    # upstream's numbering changed in between, and costs at most one page more than a first
+    # walk. Upstream's order is kept, except that a page 0 read last comes last.
+    c = client()
+    serve(mocked, instances(4), learned_under)
+    walk(c, mocked)
+    serve(mocked, instances(size), convention, with_total=with_total)
+
+    ids, asked, complete = walk(c, mocked)
+
+    assert sorted(ids) == sorted(f"ins-{i}" for i in range(size))
+    if asked[0] == 0 or convention != "zero":
+        assert ids == [f"ins-{i}" for i in range(size)]
+    assert complete is True
+    assert len(asked) <= size // 2 + 3
+
+
+@pytest.mark.parametrize("convention", ["one", "zero-as-one"])
+def test_page_0_is_skipped_once_a_complete_listing_showed_it_is_not_a_page_of_its_own(
+    mocked, convention
+):
+    c = client()
+    serve(mocked, instances(4), convention)
+    assert walk(c, mocked)[1] == [0, 1, 2]
+
+    assert walk(c, mocked) == (["ins-0", "ins-1", "ins-2", "ins-3"], [1, 2], True)
+
+
+def test_page_0_refused_by_upstream_is_not_asked_for_again(mocked):
+    items = instances(3)
+
+    def callback(request):
+        if parse_qs(urlsplit(request.url).query)["pageNum"][0] == "0":
+            return 400, {}, json.dumps({"code": 400, "reason": "VALIDATOR_PARAM"})
+        return paged(items, "one")(request)
+
+    mocked.add_callback("GET", V1 + "/gpu/instances", callback=callback)
+    c = client()
+    walk(c, mocked)
+    assert walk(c, mocked) == (["ins-0", "ins-1", "ins-2"], [1, 2], True)
+
+
+def test_zero_based_pages_are_always_read_from_page_0(mocked):
+    c = client()
+    serve(mocked, instances(4), "zero")
+    walk(c, mocked)
+    assert walk(c, mocked)[1] == [0, 1]
+
+
+def test_a_skipped_page_0_holding_items_is_read_last_and_walks_start_at_0_again(mocked):
+    c = client()
+    serve(mocked, instances(4), "zero-as-one")
+    walk(c, mocked)
+    serve(mocked, instances(4), "zero")  # upstream now counts from 0: page 1 is the 2nd page
+
+    ids, asked, complete = walk(c, mocked)
+
+    assert ids == ["ins-2", "ins-3", "ins-0", "ins-1"]
+    assert (asked, complete) == ([1, 2, 0], True)
+    assert walk(c, mocked)[1] == [0, 1]
+
+
+def test_without_total_a_walk_that_skipped_page_0_reads_it_last(mocked):
+    # Only `total` proves a walk from page 1 complete; without it page 0 is read at the end.
+    c = client()
+    serve(mocked, instances(4), "zero-as-one")
+    walk(c, mocked)
+    serve(mocked, instances(3), "zero-as-one", with_total=False)
+
+    assert walk(c, mocked) == (["ins-0", "ins-1", "ins-2"], [1, 2, 0], True)
+
+
+def test_an_empty_page_1_after_learning_is_checked_against_page_0(mocked):
+    c = client()
+    serve(mocked, instances(4), "zero-as-one")
+    walk(c, mocked)
+    # An upstream that counts from 0 with one page of items answers page 1 with nothing and
+    # (wrongly or not) total 0: page 0 still decides.
+    serve(mocked, instances(2), "zero", with_total=False)
+    assert walk(c, mocked) == (["ins-0", "ins-1"], [1, 0], True)
+
+
+def test_only_the_last_page_of_a_walk_that_reads_page_0_last_says_complete(mocked):
+    c = client()
+    serve(mocked, instances(4), "zero-as-one")
+    walk(c, mocked)
+    serve(mocked, instances(3), "zero")
+    pages = list(c.iter_instance_pages(page_size=2))
+    assert [(p.page_num, p.complete) for p in pages] == [(1, False), (2, False), (0, True)]
+
+
+def test_a_partial_listing_teaches_nothing(mocked, caplog):
+    # Page 1 repeats page 0, but the walk ends short of total: no evidence to act on.
+    def callback(request):
+        num = int(parse_qs(urlsplit(request.url).query)["pageNum"][0])
+        body = instances(2) if num < 2 else []
+        return 200, {}, json.dumps({"instances": body, "total": 9})
+
+    mocked.add_callback("GET", V1 + "/gpu/instances", callback=callback)
+    c = client()
+    with caplog.at_level(logging.WARNING, logger="instances.novita.client"):
+        walk(c, mocked)
+    assert walk(c, mocked)[1][0] == 0

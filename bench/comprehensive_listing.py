@@ -162,6 +162,7 @@ def bare_pass(session: requests.Session, url: str) -> int:
 
 
 def evict() -> None:
+    snapshot.wait_for_store()  # the last listing's snapshot is stored by a thread
     snapshot._cache().delete(snapshot._CACHE_KEY)
 
 

@@ -12,6 +12,7 @@ from django.test import Client as DjangoClient
 from rest_framework.test import APIClient
 
 from instances.novita.client import reset_client
+from instances.services import snapshot
 from novita_gateway.celery import app as celery_app
 from ops import counters, metrics, ratelimit
 from tests import openapi_conformance
@@ -33,6 +34,7 @@ def _forget_shared_breaker():
 
 @pytest.fixture(autouse=True)
 def _clean_shared_state(settings):
+    snapshot.wait_for_store()  # a listing's snapshot must not land in the next test's cache
     for alias in settings.CACHES:
         caches[alias].clear()
     counters.reset_all()
@@ -48,6 +50,7 @@ def _clean_shared_state(settings):
     reset_client()
     _forget_shared_breaker()
     yield
+    snapshot.wait_for_store()
     reset_client()
 
 

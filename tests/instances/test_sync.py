@@ -2,6 +2,7 @@
 upstream-backed variants), its brief cache, and syncLocalState."""
 
 import json
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -293,6 +294,52 @@ def test_listing_reuses_one_upstream_pass_for_a_few_seconds(api, novita):
         assert first["performance"][key] >= 0
     total = first["performance"]["totalRequestTime"]
     assert first["performance"]["novitaApiTime"] <= total
+
+
+def test_a_cold_listing_answers_before_its_snapshot_is_stored(api, novita, monkeypatch):
+    # Storing the snapshot (pickle, compress, write) is off the listing's path; the next
+    # listing in the process waits for it and is served from it.
+    serve_list(novita, list_items(remote_instance("nov-x", "theirs")))
+    cache = snapshot._cache()
+    store_may_finish = threading.Event()
+    real_set = cache.set
+
+    def slow_set(*args, **kwargs):
+        store_may_finish.wait(timeout=10)
+        return real_set(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "set", slow_set)
+    monkeypatch.setattr(snapshot, "_cache", lambda: cache)
+
+    first = api.get(URL)
+    assert first.status_code == 200  # returned while the store is still held up
+    assert snapshot._store_thread.is_alive()
+    store_may_finish.set()
+    second = api.get(URL).json()
+
+    assert second["performance"]["cacheHit"] is True
+    assert len(novita.calls("/gpu/instances")) == 1
+
+
+def test_a_snapshot_that_cannot_be_stored_costs_the_next_listing_a_pass(
+    api, novita, monkeypatch, caplog
+):
+    serve_list(novita, list_items(remote_instance("nov-x", "theirs")))
+    cache = snapshot._cache()
+
+    def broken_set(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache, "set", broken_set)
+    monkeypatch.setattr(snapshot, "_cache", lambda: cache)
+
+    assert api.get(URL).status_code == 200
+    second = api.get(URL)
+
+    assert second.status_code == 200
+    assert second.json()["performance"]["cacheHit"] is False
+    assert len(novita.calls("/gpu/instances")) == 2
+    assert "fleet snapshot not cached" in caplog.text
 
 
 def test_cached_pass_expires_after_its_short_lifetime(api, novita, monkeypatch):

@@ -69,6 +69,10 @@ from instances.novita.sandbox import Sandbox  # noqa: E402
 from instances.services import snapshot, sync  # noqa: E402
 from instances.status import Status  # noqa: E402
 
+# Set this process up as a web worker is (gc.freeze and the collector's threshold, lean log
+# records): the cold and warm listings below are what a web worker serves.
+from novita_gateway import wsgi  # noqa: E402, F401
+
 API_KEY = "bench-key"
 PAGE_SIZE = snapshot.UPSTREAM_PAGE_SIZE
 COLD_TARGET = 1.25

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from weakref import WeakKeyDictionary
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 
 from .models import Instance, InstanceEvent
 
@@ -50,14 +50,32 @@ class Statement:
         if prepared is None:
             prepared = self._prepared[conn] = self._prepare(conn)
         sql, converters = prepared
-        with conn.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = [list(row) for row in cursor.fetchall()]
+        if conn.health_check_enabled and not conn.health_check_done and not conn.in_atomic_block:
+            # CONN_HEALTH_CHECKS would first send SELECT 1 on a reused connection: half of a
+            # PostgreSQL poll's round trips. This read is the check instead: when it fails on a
+            # connection that turns out unusable, it runs once more on a new one, which is what
+            # the check would have done. Reads only, so running one twice changes nothing.
+            conn.health_check_done = True
+            try:
+                rows = self._fetch(conn, sql, params)
+            except (OperationalError, InterfaceError):
+                if conn.connection is not None and conn.is_usable():
+                    raise  # the connection is fine: the error is the statement's own
+                conn.close()
+                rows = self._fetch(conn, sql, params)
+        else:
+            rows = self._fetch(conn, sql, params)
         for values in rows:
             for index, functions, column in converters:
                 for convert in functions:
                     values[index] = convert(values[index], column, conn)
         return rows
+
+    @staticmethod
+    def _fetch(conn, sql: str, params: list) -> list[list]:
+        with conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return [list(row) for row in cursor.fetchall()]
 
 
 _INSTANCE = Statement(

@@ -73,9 +73,31 @@ class Statement:
 
     @staticmethod
     def _fetch(conn, sql: str, params: list) -> list[list]:
-        with conn.cursor() as cursor:
+        if conn.queries_logged or conn.execute_wrappers or conn.needs_rollback:
+            # Through Django's cursor: counted and logged (DEBUG, tests), wrapped, and refused
+            # with Django's own error in a transaction that must roll back.
+            with conn.cursor() as cursor:
+                cursor.execute(sql, params)
+                return [list(row) for row in cursor.fetchall()]
+        # Otherwise one driver cursor per connection serves every statement: creating and
+        # wrapping a cursor per query was a twentieth of a PostgreSQL poll. Errors still become
+        # Django's (OperationalError answers 503) and mark the connection for a check.
+        conn.close_if_health_check_failed()
+        conn.ensure_connection()
+        with conn.wrap_database_errors:
+            cursor = _driver_cursor(conn)
             cursor.execute(sql, params)
             return [list(row) for row in cursor.fetchall()]
+
+
+def _driver_cursor(conn):
+    """The driver cursor kept for this connection, made anew when the connection is."""
+    kept = getattr(conn, "_lookups_cursor", None)
+    if kept is not None and kept[0] is conn.connection:
+        return kept[1]
+    cursor = conn.create_cursor()
+    conn._lookups_cursor = (conn.connection, cursor)
+    return cursor
 
 
 _INSTANCE = Statement(

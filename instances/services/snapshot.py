@@ -91,11 +91,12 @@ def _store_in_background(snapshot: Snapshot) -> None:
         thread.start()
 
 
-def wait_for_store() -> None:
-    """Return once the last snapshot this process passed to the cache is in it."""
+def wait_for_store(timeout: float = 5.0) -> None:
+    """Return once the last snapshot this process passed to the cache is in it, or after
+    `timeout` seconds (a cache that hangs then costs a reader a pass, never the reader itself)."""
     thread = _store_thread
     if thread is not None:
-        thread.join()
+        thread.join(timeout)
 
 
 @dataclass

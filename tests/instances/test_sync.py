@@ -342,6 +342,33 @@ def test_a_snapshot_that_cannot_be_stored_costs_the_next_listing_a_pass(
     assert "fleet snapshot not cached" in caplog.text
 
 
+def test_a_store_that_hangs_holds_the_next_listing_only_briefly(api, novita, monkeypatch):
+    serve_list(novita, list_items(remote_instance("nov-x", "theirs")))
+    cache = snapshot._cache()
+    release = threading.Event()
+    real_set = cache.set
+
+    def hung_set(*args, **kwargs):
+        release.wait(timeout=10)
+        return real_set(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "set", hung_set)
+    monkeypatch.setattr(snapshot, "_cache", lambda: cache)
+    real_wait = snapshot.wait_for_store
+    monkeypatch.setattr(snapshot, "wait_for_store", lambda: real_wait(timeout=0.2))
+    try:
+        api.get(URL)
+        started = time.monotonic()
+        second = api.get(URL)
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+
+    assert second.status_code == 200
+    assert second.json()["performance"]["cacheHit"] is False  # it made a pass of its own
+    assert waited < 5
+
+
 def test_cached_pass_expires_after_its_short_lifetime(api, novita, monkeypatch):
     monkeypatch.setattr(snapshot, "UPSTREAM_CACHE_SECONDS", 0.05)
     serve_list(novita, list_items(remote_instance("nov-x", "theirs")))

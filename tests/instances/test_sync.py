@@ -296,29 +296,51 @@ def test_listing_reuses_one_upstream_pass_for_a_few_seconds(api, novita):
     assert first["performance"]["novitaApiTime"] <= total
 
 
-def test_a_cold_listing_answers_before_its_snapshot_is_stored(api, novita, monkeypatch):
-    # Storing the snapshot (pickle, compress, write) is off the listing's path; the next
-    # listing in the process waits for it and is served from it.
+@pytest.fixture
+def held_store(novita, monkeypatch):
+    """One upstream instance listed, and snapshot stores held up until the returned event is
+    set (or 10 s pass)."""
     serve_list(novita, list_items(remote_instance("nov-x", "theirs")))
     cache = snapshot._cache()
-    store_may_finish = threading.Event()
+    release = threading.Event()
     real_set = cache.set
 
-    def slow_set(*args, **kwargs):
-        store_may_finish.wait(timeout=10)
+    def held_set(*args, **kwargs):
+        release.wait(timeout=10)
         return real_set(*args, **kwargs)
 
-    monkeypatch.setattr(cache, "set", slow_set)
+    monkeypatch.setattr(cache, "set", held_set)
     monkeypatch.setattr(snapshot, "_cache", lambda: cache)
+    yield release
+    release.set()
 
+
+def test_a_cold_listing_answers_before_its_snapshot_is_stored(api, novita, held_store):
+    # Storing the snapshot (pickle, compress, write) is off the listing's path; the next
+    # listing in the process waits for it and is served from it.
     first = api.get(URL)
     assert first.status_code == 200  # returned while the store is still held up
     assert snapshot._store_thread.is_alive()
-    store_may_finish.set()
+    held_store.set()
     second = api.get(URL).json()
 
     assert second["performance"]["cacheHit"] is True
     assert len(novita.calls("/gpu/instances")) == 1
+
+
+def test_a_store_that_hangs_holds_the_next_listing_only_briefly(
+    api, novita, held_store, monkeypatch
+):
+    real_wait = snapshot.wait_for_store
+    monkeypatch.setattr(snapshot, "wait_for_store", lambda: real_wait(timeout=0.2))
+    api.get(URL)
+    started = time.monotonic()
+    second = api.get(URL)
+    waited = time.monotonic() - started
+
+    assert second.status_code == 200
+    assert second.json()["performance"]["cacheHit"] is False  # it made a pass of its own
+    assert waited < 5
 
 
 def test_a_snapshot_that_cannot_be_stored_costs_the_next_listing_a_pass(
@@ -340,33 +362,6 @@ def test_a_snapshot_that_cannot_be_stored_costs_the_next_listing_a_pass(
     assert second.json()["performance"]["cacheHit"] is False
     assert len(novita.calls("/gpu/instances")) == 2
     assert "fleet snapshot not cached" in caplog.text
-
-
-def test_a_store_that_hangs_holds_the_next_listing_only_briefly(api, novita, monkeypatch):
-    serve_list(novita, list_items(remote_instance("nov-x", "theirs")))
-    cache = snapshot._cache()
-    release = threading.Event()
-    real_set = cache.set
-
-    def hung_set(*args, **kwargs):
-        release.wait(timeout=10)
-        return real_set(*args, **kwargs)
-
-    monkeypatch.setattr(cache, "set", hung_set)
-    monkeypatch.setattr(snapshot, "_cache", lambda: cache)
-    real_wait = snapshot.wait_for_store
-    monkeypatch.setattr(snapshot, "wait_for_store", lambda: real_wait(timeout=0.2))
-    try:
-        api.get(URL)
-        started = time.monotonic()
-        second = api.get(URL)
-        waited = time.monotonic() - started
-    finally:
-        release.set()
-
-    assert second.status_code == 200
-    assert second.json()["performance"]["cacheHit"] is False  # it made a pass of its own
-    assert waited < 5
 
 
 def test_cached_pass_expires_after_its_short_lifetime(api, novita, monkeypatch):

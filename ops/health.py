@@ -407,7 +407,7 @@ def report() -> tuple[int, dict]:
     redis_up = redis_info["status"] != "down"
     novita = _safely(check_novita)
     try:
-        all_totals = metrics.totals()
+        all_totals = metrics.totals(write=False)
     except Exception:  # noqa: BLE001
         logger.exception("health: counters unavailable")
         all_totals = {}

@@ -212,10 +212,22 @@ def record_rate_limited() -> None:
 # --- reading ------------------------------------------------------------------------------
 
 
-def totals() -> dict[str, float]:
-    """Every shared counter, this process's buffered figures included."""
-    flush()
-    return counters.get_all()
+def totals(*, write: bool = True) -> dict[str, float]:
+    """Every shared counter, this process's buffered figures included.
+
+    By default the buffer is written first, so what is returned is what every process reads
+    (a rate snapshot must never count figures the counters do not hold yet). With write=False
+    it is added in memory instead: /health, which load balancers poll every few seconds, then
+    writes nothing (a counters write was the most of what metrics cost a /health request). A
+    flush running at that moment may leave its figures out of that one answer, never count
+    them twice."""
+    if write:
+        flush()
+        return counters.get_all()
+    all_totals = counters.get_all()
+    with _lock:
+        _add(all_totals, _pending)
+    return all_totals
 
 
 def _point(all_totals: dict[str, float], at: float) -> dict[str, float]:

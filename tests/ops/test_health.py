@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from instances import facts
-from ops import caching, counters, health
+from ops import caching, counters, health, metrics
 from tests.ops.test_metrics import private_state  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("private_state")]
@@ -114,6 +114,22 @@ def test_health_is_healthy_with_the_full_contract_shape_when_everything_answers(
     assert set(deps["cache"]["instanceCache"]) == {"size", "hitRatio"}
     assert deps["database"]["status"] == "up"
     assert deps["scheduler"]["status"] == "up"
+
+
+def test_health_writes_no_counters_yet_counts_what_this_process_holds(
+    client, upstream, beats_alive, monkeypatch
+):
+    # Load balancers poll /health every few seconds: it reads the shared counters and adds
+    # this process's unwritten figures in memory instead of writing them first.
+    metrics.record_job("instances.tasks.monitor_instance")
+    metrics.record_job("instances.tasks.monitor_instance")
+    writes = []
+    monkeypatch.setattr(counters, "incr_many", lambda amounts: writes.append(amounts))
+
+    body = client.get("/health").json()
+
+    assert writes == []
+    assert body["dependencies"]["jobQueue"]["completed"] == 2
 
 
 def test_health_is_503_with_short_shape_when_database_is_down(client, upstream, beats_alive):

@@ -624,6 +624,8 @@ class NovitaClient:
                 if closing_zero:
                     complete = total is None or unique >= total
                     yield Page(items=[], page_num=0, total=total, complete=complete)
+                    if not complete:
+                        self._warn_partial(operation, unique, total)
                     return
                 zero_not_first = True
                 yield Page(items=[], page_num=0, total=None)

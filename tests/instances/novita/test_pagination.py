@@ -344,3 +344,23 @@ def test_a_partial_listing_teaches_nothing(mocked, caplog):
     with caplog.at_level(logging.WARNING, logger="instances.novita.client"):
         walk(c, mocked)
     assert walk(c, mocked)[1][0] == 0
+
+
+def test_a_walk_from_page_1_short_of_total_stays_partial_when_page_0_is_refused(mocked, caplog):
+    items = instances(4)
+    state = {"served": items}
+
+    def callback(request):
+        if parse_qs(urlsplit(request.url).query)["pageNum"][0] == "0":
+            return 400, {}, json.dumps({"code": 400, "reason": "VALIDATOR_PARAM"})
+        body = json.loads(paged(state["served"], "one")(request)[2])
+        return 200, {}, json.dumps({**body, "total": 4})
+
+    mocked.add_callback("GET", V1 + "/gpu/instances", callback=callback)
+    c = client()
+    walk(c, mocked)
+    state["served"] = items[:3]  # one item lost between pages; total still says 4
+    with caplog.at_level(logging.WARNING, logger="instances.novita.client"):
+        ids, asked, complete = walk(c, mocked)
+    assert (ids, asked, complete) == (["ins-0", "ins-1", "ins-2"], [1, 2, 3, 0], False)
+    assert "partial" in caplog.text
